@@ -1,0 +1,3 @@
+"""Test configuration of pytest-mpfault's own suite."""
+
+pytest_plugins = ["pytester"]

@@ -1,0 +1,223 @@
+"""Settings of the pytest plugin, and their precedence: ini < env < CLI option < marker.
+
+Every setting is read in :func:`resolve`, the one place that knows the order, and
+every bad value is a :class:`pytest.UsageError` that names where it came from.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ._runtime.faults import Fault, FaultSpecError
+from ._runtime.faults import parse as parse_faults
+
+__all__ = ["HELP", "MARKER_HELP", "Settings", "resolve", "session_settings"]
+
+#: One help text per setting, shared by the CLI option and the ini key.
+HELP = {
+    "start_methods": (
+        "Start methods the mpfault fixture is parametrized over, comma-separated "
+        "(default: every method this platform has)"
+    ),
+    "faults": (
+        "Fault spec applied to every queue the harness makes, e.g. 'put#3:drop' or "
+        "'get:20%delay(1ms..20ms)'; repeatable"
+    ),
+    "seed": "Seed of probabilistic faults; an integer, or 'last' to reuse the previous run's",
+    "deadline": "Seconds no mpfault wait may last in one test; 0 disables (default: 60)",
+    "grace": "Seconds a child gets after SIGTERM at teardown before SIGKILL (default: 1)",
+    "timeout_tolerance": (
+        "Seconds a queue timeout may overshoot in expect_timeout() (default: 1.0)"
+    ),
+}
+
+MARKER_HELP = (
+    "mpfault(*specs, start_methods=None, deadline=None, seed=None): fault specs applied to "
+    "every queue of the test's harness; start methods the test runs under; its deadline in "
+    "seconds; a fixed seed for its probabilistic faults"
+)
+
+ENV = {
+    "start_methods": "MPFAULT_START_METHODS",
+    "faults": "MPFAULT",
+    "seed": "MPFAULT_SEED",
+    "deadline": "MPFAULT_DEADLINE",
+}
+
+DEFAULT_DEADLINE = 60.0
+DEFAULT_GRACE = 1.0
+DEFAULT_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The resolved settings of one test (or of the session, without a marker)."""
+
+    start_methods: tuple[str, ...]
+    faults: tuple[Fault, ...] = ()
+    faults_source: str = ""
+    deadline: float | None = DEFAULT_DEADLINE
+    seed: int | None = None
+    grace: float = DEFAULT_GRACE
+    timeout_tolerance: float = DEFAULT_TOLERANCE
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _usage(msg: str) -> pytest.UsageError:
+    return pytest.UsageError(f"mpfault: {msg}")
+
+
+def _methods(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        items = [v.strip() for v in value.replace("\n", ",").split(",")]
+    elif isinstance(value, Sequence):
+        items = [str(v).strip() for v in value]
+    else:
+        raise _usage(f"start methods from {where} must be a list or a comma-separated string")
+    items = [v for v in items if v]
+    have = multiprocessing.get_all_start_methods()
+    if not items:
+        raise _usage(f"no start method given in {where}")
+    for m in items:
+        if m not in have:
+            raise _usage(
+                f"unknown start method {m!r} from {where} (this platform has: {', '.join(have)})"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def _seconds(value: Any, where: str, what: str, allow_zero_none: bool) -> float | None:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise _usage(f"invalid {what} {value!r} from {where} (expected a number of seconds)")
+    if x < 0 or x != x:
+        raise _usage(f"invalid {what} {value!r} from {where} (expected seconds >= 0)")
+    if x == 0 and allow_zero_none:
+        return None
+    return x
+
+
+def _seed(value: Any, where: str, config: pytest.Config | None) -> int:
+    if isinstance(value, str) and value.strip() == "last":
+        cache = getattr(config, "cache", None)
+        last = cache.get("mpfault/seed", None) if cache is not None else None
+        if last is None:
+            raise _usage(f"--mpfault-seed=last from {where}: no previous run recorded a seed")
+        return int(last)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _usage(f"invalid seed {value!r} from {where} (expected an integer or 'last')")
+
+
+def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
+    out: list[Fault] = []
+    for s in specs:
+        try:
+            out.extend(parse_faults(s, source=where))
+        except FaultSpecError as e:
+            raise _usage(str(e))
+    return tuple(out)
+
+
+def session_settings(config: pytest.Config) -> Settings:
+    """The settings from ini, environment and command line (validated; no marker)."""
+    return resolve(config, None, "")
+
+
+def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> Settings:
+    """Resolve every setting with the precedence ini < env < CLI option < marker."""
+    sources: dict[str, str] = {}
+    env = os.environ
+    # start methods
+    methods: tuple[str, ...] = tuple(multiprocessing.get_all_start_methods())
+    sources["start_methods"] = "default"
+    ini = config.getini("mpfault_start_methods")
+    if ini:
+        methods = _methods(ini, "ini mpfault_start_methods")
+        sources["start_methods"] = "ini"
+    if env.get(ENV["start_methods"]):
+        methods = _methods(env[ENV["start_methods"]], f"env {ENV['start_methods']}")
+        sources["start_methods"] = "env"
+    opt = config.getoption("mpfault_start_methods", None)
+    if opt:
+        methods = _methods(opt, "--mpfault-start-methods")
+        sources["start_methods"] = "option"
+    # faults: the highest source that is set wins (lists are not merged)
+    faults: tuple[Fault, ...] = ()
+    fsource = ""
+    ini_f = [s for s in config.getini("mpfault_faults") if s.strip()]
+    if ini_f:
+        faults, fsource = _faults(ini_f, "ini mpfault_faults"), "ini mpfault_faults"
+    if env.get(ENV["faults"]):
+        faults, fsource = _faults([env[ENV["faults"]]], f"env {ENV['faults']}"), "env MPFAULT"
+    opt_f = config.getoption("mpfault_faults", None)
+    if opt_f:
+        faults, fsource = _faults(opt_f, "--mpfault"), "--mpfault"
+    # deadline
+    deadline: float | None = DEFAULT_DEADLINE
+    ini_d = config.getini("mpfault_deadline")
+    if ini_d not in (None, ""):
+        deadline = _seconds(ini_d, "ini mpfault_deadline", "deadline", True)
+    if env.get(ENV["deadline"]):
+        deadline = _seconds(env[ENV["deadline"]], f"env {ENV['deadline']}", "deadline", True)
+    opt_d = config.getoption("mpfault_deadline", None)
+    if opt_d is not None:
+        deadline = _seconds(opt_d, "--mpfault-deadline", "deadline", True)
+    # seed (per session; a marker may fix one per test)
+    seed: int | None = None
+    if env.get(ENV["seed"]):
+        seed = _seed(env[ENV["seed"]], f"env {ENV['seed']}", config)
+    opt_s = config.getoption("mpfault_seed", None)
+    if opt_s is not None:
+        seed = _seed(opt_s, "--mpfault-seed", config)
+    grace = _seconds(config.getini("mpfault_grace") or DEFAULT_GRACE, "ini mpfault_grace",
+                     "grace", False)
+    tol = _seconds(
+        config.getini("mpfault_timeout_tolerance") or DEFAULT_TOLERANCE,
+        "ini mpfault_timeout_tolerance",
+        "timeout tolerance",
+        False,
+    )
+    if marker is not None:
+        where = f"@pytest.mark.mpfault on {nodeid}" if nodeid else "@pytest.mark.mpfault"
+        kw = dict(marker.kwargs)
+        unknown = set(kw) - {"start_methods", "deadline", "seed"}
+        if unknown:
+            raise _usage(
+                f"unknown argument(s) {', '.join(sorted(unknown))} in {where} "
+                "(expected: start_methods, deadline, seed)"
+            )
+        if marker.args:
+            bad = [a for a in marker.args if not isinstance(a, (str, Fault))]
+            if bad:
+                raise _usage(f"{where}: {bad[0]!r} is not a fault spec string or Fault")
+            specs = [a for a in marker.args if isinstance(a, str)]
+            objs = [a for a in marker.args if isinstance(a, Fault)]
+            faults, fsource = _faults(specs, where) + tuple(objs), where
+        if kw.get("start_methods") is not None:
+            methods = _methods(kw["start_methods"], where)
+            sources["start_methods"] = "marker"
+        if "deadline" in kw:
+            deadline = (
+                None if kw["deadline"] is None else _seconds(kw["deadline"], where, "deadline", True)
+            )
+        if kw.get("seed") is not None:
+            seed = _seed(kw["seed"], where, None)
+    return Settings(
+        start_methods=methods,
+        faults=faults,
+        faults_source=fsource,
+        deadline=deadline,
+        seed=seed,
+        grace=grace if grace is not None else DEFAULT_GRACE,
+        timeout_tolerance=tol if tol is not None else DEFAULT_TOLERANCE,
+        sources=sources,
+    )

@@ -1,0 +1,96 @@
+"""What a test's report shows: child output sections, and the mpfault section of a failure."""
+
+from __future__ import annotations
+
+from ._harness import Child, Harness, _signame
+
+__all__ = ["describe_child", "failure_section", "output_sections", "timeline_text"]
+
+
+def describe_child(c: Child) -> str:
+    """``producer-1 (pid 123): killed by SIGKILL`` and the like."""
+    code = c.exitcode
+    if code is None:
+        status = "still running" if c.is_alive() else "not started"
+    elif code < 0:
+        status = f"killed by {_signame(-code)}"
+    else:
+        status = f"exited with code {code}"
+    return f"{c.name} (pid {c._process.pid}): {status}"
+
+
+def output_sections(
+    harness: Harness,
+    outputs: dict[str, tuple[str, str]],
+    shown: dict[str, tuple[int, int]],
+    when: str,
+) -> list[tuple[str, str]]:
+    """Report sections with what each child wrote since the last report."""
+    sections = []
+    for name, (out, err) in outputs.items():
+        o, e = shown.get(name, (0, 0))
+        if len(out) > o:
+            sections.append((f"Captured stdout {when} (mpfault child {name})", out[o:]))
+        if len(err) > e:
+            sections.append((f"Captured stderr {when} (mpfault child {name})", err[e:]))
+        shown[name] = (max(o, len(out)), max(e, len(err)))
+    return sections
+
+
+def timeline_text(harness: Harness, last: int = 12) -> str:
+    """The compact text timeline of the harness's history."""
+    hist = harness.history
+    from ._timeline import ProcessInfo, TimelineInput, render_text
+
+    procs = []
+    for c in harness.children:
+        code = c.exitcode
+        procs.append(
+            ProcessInfo(
+                name=c.name,
+                pid=c._process.pid or 0,
+                role=c.name.rsplit("-", 1)[0],
+                exitcode=code,
+                signal=_signame(-code) if code is not None and code < 0 else None,
+            )
+        )
+    inp = TimelineInput(
+        events=hist.events,
+        marks=hist.marks,
+        processes=procs,
+        title=harness.test_id,
+        seed=harness.seed,
+        plan=[f"{q}: {s}" for q, plan in hist.plans.items() for s in plan],
+    )
+    return render_text(inp, last=last)
+
+
+def failure_section(harness: Harness, seed: int, replay: str) -> str:
+    """The ``mpfault`` section of a failing test's report."""
+    lines = [
+        f"start method: {harness.start_method}; run seed: {seed} (test seed {harness.seed})",
+        f"replay: {replay}",
+    ]
+    hist = harness.history
+    fired = hist.fired()
+    if fired:
+        lines.append("faults (times fired):")
+        lines.extend(f"  {spec}: {n}" for spec, n in fired.items())
+    else:
+        lines.append("faults: none")
+    if harness.children:
+        lines.append("children:")
+        lines.extend(f"  {describe_child(c)}" for c in harness.children)
+    live = [c for c in harness.children if c.is_alive()]
+    if live:
+        lines.append("stacks of live children:")
+        for c in live:
+            lines.append(f"--- {c.name} (pid {c.pid}) ---")
+            lines.append(c.stack())
+    if len(hist.events) or hist.marks:
+        lines.append("timeline (last events of each process):")
+        try:
+            lines.append(timeline_text(harness))
+        except Exception as e:  # the report must never hide the real failure
+            lines.append(f"  (timeline unavailable: {type(e).__name__}: {e})")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""The entry point of every child process a harness starts.
+
+``run(spec)`` is the ``target`` of the ``multiprocessing.Process``.  In order, it:
+
+1. arms a parent-death watchdog (``prctl(PR_SET_PDEATHSIG)`` on Linux, and a
+   control channel whose EOF means the test process is gone, everywhere);
+2. becomes a process-group leader, so the harness can kill its descendants too;
+3. redirects fd 1 and 2 (and ``sys.stdout``/``sys.stderr``, unbuffered) to files
+   in the run directory, so output survives a SIGKILL;
+4. serves stack-dump requests on the control channel from a daemon thread;
+5. makes the test's modules importable (``--import-mode=importlib``), unpickles
+   the target and its arguments, runs it, and sends back its result or its
+   exception with the formatted traceback.
+
+This module imports nothing from the rest of ``mpfault`` and never imports pytest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import io
+import os
+import pickle
+import signal
+import sys
+import threading
+import traceback
+import types
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+__all__ = ["ChildSpec", "Payload", "format_stacks", "run"]
+
+# Messages on the control channel (child -> parent): (tag, ...).
+MSG_STARTED = "started"
+MSG_RESULT = "result"
+MSG_ERROR = "error"
+MSG_STACK = "stack"
+# parent -> child
+REQ_STACK = b"stack"
+
+_libc: Any = None
+if sys.platform.startswith("linux"):  # pragma: no branch
+    try:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):  # pragma: no cover
+        _libc = None
+
+_PR_SET_PDEATHSIG = 1
+
+
+class Payload:
+    """The target and its arguments, pickled only when the child is spawned.
+
+    Under ``fork`` the object is inherited as is.  Under ``spawn``/``forkserver``
+    it is pickled inside ``Process.start()`` (so queues and connections in the
+    arguments can be pickled) but unpickled only by :func:`run`, after the
+    test's modules have been made importable.
+    """
+
+    def __init__(self, obj: tuple[Any, tuple[Any, ...], dict[str, Any]]) -> None:
+        self._obj: tuple[Any, tuple[Any, ...], dict[str, Any]] | None = obj
+        self._data: bytes | None = None
+
+    def __getstate__(self) -> dict[str, bytes]:
+        return {"data": bytes(ForkingPickler.dumps(self._obj))}
+
+    def __setstate__(self, state: dict[str, bytes]) -> None:
+        self._obj = None
+        self._data = state["data"]
+
+    def load(self) -> tuple[Any, tuple[Any, ...], dict[str, Any]]:
+        """Return ``(target, args, kwargs)``."""
+        if self._obj is None:
+            assert self._data is not None
+            self._obj = pickle.loads(self._data)
+            self._data = None
+        return self._obj
+
+
+@dataclass
+class ChildSpec:
+    """Everything a child needs to start; picklable under every start method."""
+
+    name: str
+    out_path: str
+    err_path: str
+    control: Connection
+    payload: Payload
+    #: modules to load from a file when they cannot be imported by name
+    modules: list[tuple[str, str]] = field(default_factory=list)
+    #: fork only: descriptors of the parent's that the child must close (other
+    #: children's control channels, so that their EOF still means "parent died")
+    close_fds: list[int] = field(default_factory=list)
+    #: the parent's end of our own control channel (fork only)
+    parent_end: Connection | None = None
+    pdeathsig: int = signal.SIGKILL
+    parent_pid: int = 0
+
+
+def _arm_pdeathsig(sig: int, parent_pid: int) -> None:
+    if _libc is not None and sig:
+        _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    # the parent may have died before prctl took effect; under forkserver our
+    # OS parent is the fork server, which exits when the test process does
+    if parent_pid and os.getppid() == 1:  # pragma: no cover - a race
+        os._exit(70)
+
+
+def _redirect(out_path: str, err_path: str) -> None:
+    for fd, path in ((1, out_path), (2, err_path)):
+        new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(new, fd)
+        os.close(new)
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+        line_buffering=True, write_through=True,
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
+        line_buffering=True, write_through=True,
+    )
+
+
+def format_stacks() -> str:
+    """Return the Python stack of every thread of this process, with source lines."""
+    frames = sys._current_frames()
+    names = {t.ident: t for t in threading.enumerate()}
+    me = threading.get_ident()
+    parts: list[str] = []
+    for ident, frame in frames.items():
+        if ident == me:
+            continue  # the control thread itself
+        t = names.get(ident)
+        label = f"Thread {t.name!r}" if t is not None else f"Thread {ident:#x}"
+        if t is threading.main_thread():
+            label += " (main)"
+        lines = traceback.format_stack(frame)
+        parts.append(f"{label} (most recent call last):\n" + "".join(lines).rstrip("\n"))
+    return "\n\n".join(parts)
+
+
+_send_lock = threading.Lock()
+
+
+def _send(control: Connection, msg: tuple[Any, ...]) -> None:
+    with _send_lock:
+        control.send(msg)
+
+
+def _control_loop(control: Connection) -> None:
+    """Serve stack requests; exit the process when the parent goes away."""
+    while True:
+        try:
+            req = control.recv_bytes()
+        except (EOFError, OSError):
+            # The test process died (pytest-timeout's os._exit, SIGKILL...).
+            try:
+                os.killpg(0, signal.SIGKILL)
+            finally:
+                os._exit(71)
+        if req == REQ_STACK:
+            try:
+                _send(control, (MSG_STACK, format_stacks()))
+            except (OSError, ValueError):  # pragma: no cover
+                os._exit(71)
+
+
+def _ensure_modules(modules: list[tuple[str, str]]) -> None:
+    for name, path in modules:
+        if name in sys.modules:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is not None and spec.origin and os.path.samefile(spec.origin, path):
+            importlib.import_module(name)
+            continue
+        # Not importable by name (pytest --import-mode=importlib): load from the file.
+        parts = name.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in sys.modules:
+                try:
+                    importlib.import_module(parent)
+                except ImportError:
+                    mod = types.ModuleType(parent)
+                    mod.__path__ = []
+                    sys.modules[parent] = mod
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:  # pragma: no cover
+            raise ImportError(f"cannot load module {name!r} from {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+
+
+def _describe(exc: BaseException) -> tuple[str, str, str]:
+    t = type(exc)
+    qual = t.__qualname__ if t.__module__ in ("builtins", "__main__") else (
+        f"{t.__module__}.{t.__qualname__}"
+    )
+    text = "".join(traceback.format_exception(t, exc, exc.__traceback__))
+    try:
+        msg = str(exc)
+    except Exception:  # pragma: no cover
+        msg = "<str() failed>"
+    return qual, msg, text
+
+
+def run(spec: ChildSpec) -> None:
+    """Run a child: the ``target`` of every process the harness starts."""
+    _arm_pdeathsig(spec.pdeathsig, spec.parent_pid)
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # pragma: no cover - already a group leader
+        pass
+    for fd in spec.close_fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    if spec.parent_end is not None:
+        spec.parent_end.close()
+    _redirect(spec.out_path, spec.err_path)
+    control = spec.control
+    threading.Thread(
+        target=_control_loop, args=(control,), name="mpfault-control", daemon=True
+    ).start()
+    try:
+        _ensure_modules(spec.modules)
+        target, args, kwargs = spec.payload.load()
+    except BaseException as exc:
+        qual, msg, text = _describe(exc)
+        _send(control, (MSG_ERROR, qual, f"could not load the target: {msg}", text, None))
+        sys.stderr.write(text)
+        raise SystemExit(1)
+    try:
+        value = target(*args, **kwargs)
+    except BaseException as exc:
+        qual, msg, text = _describe(exc)
+        try:
+            blob: bytes | None = pickle.dumps(exc)
+        except Exception:
+            blob = None
+        try:
+            _send(control, (MSG_ERROR, qual, msg, text, blob))
+        except Exception:  # pragma: no cover
+            pass
+        if isinstance(exc, SystemExit):
+            raise
+        raise SystemExit(1)
+    try:
+        data = pickle.dumps(value)
+    except Exception as exc:
+        qual, msg, text = _describe(exc)
+        _send(
+            control,
+            (MSG_ERROR, qual, f"the target's return value cannot be pickled: {msg}", text, None),
+        )
+        raise SystemExit(1)
+    _send(control, (MSG_RESULT, data))
+
+
+def arm_helper(parent_pid: int) -> None:
+    """Initializer of helper processes (a Manager's server): die with the test process."""
+    _arm_pdeathsig(signal.SIGKILL, parent_pid)

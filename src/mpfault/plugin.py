@@ -1,0 +1,183 @@
+"""The pytest plugin (entry point ``mpfault``): options, ini keys, the marker, the
+``mpfault`` fixture, and what a failing test's report shows.
+
+Kept thin: the harness, the runtime and the checkers live in their own modules.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from . import _hookspecs
+from ._config import HELP, MARKER_HELP, Settings, resolve, session_settings
+from ._harness import Harness
+from ._report import failure_section, output_sections
+from ._runtime.state import derive_seed
+
+__all__ = ["mpfault"]
+
+SEED_KEY = pytest.StashKey[int]()
+SETTINGS_KEY = pytest.StashKey[Settings]()
+HARNESS_KEY = pytest.StashKey[Harness]()
+SHOWN_KEY = pytest.StashKey[dict[str, tuple[int, int]]]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(_hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    group = parser.getgroup("mpfault", "multiprocessing queue fault injection (pytest-mpfault)")
+    group.addoption(
+        "--mpfault-start-methods",
+        dest="mpfault_start_methods",
+        metavar="METHODS",
+        help=HELP["start_methods"],
+    )
+    group.addoption(
+        "--mpfault",
+        dest="mpfault_faults",
+        action="append",
+        metavar="SPEC",
+        help=HELP["faults"],
+    )
+    group.addoption("--mpfault-seed", dest="mpfault_seed", metavar="N", help=HELP["seed"])
+    group.addoption(
+        "--mpfault-deadline", dest="mpfault_deadline", metavar="SECONDS", help=HELP["deadline"]
+    )
+    parser.addini("mpfault_start_methods", HELP["start_methods"], default="")
+    parser.addini("mpfault_faults", HELP["faults"], type="linelist", default=[])
+    parser.addini("mpfault_deadline", HELP["deadline"], default="")
+    parser.addini("mpfault_grace", HELP["grace"], default="")
+    parser.addini("mpfault_timeout_tolerance", HELP["timeout_tolerance"], default="")
+    try:
+        from ._contract import pytest_plugin as contract
+    except ImportError:  # pragma: no cover - the contract is part of the package
+        contract = None
+    if contract is not None and not pluginmanager.is_registered(contract):
+        pluginmanager.register(contract, "mpfault-contract")
+
+
+class _XdistHooks:
+    """Hands the controller's seed to every xdist worker."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["mpfault_seed"] = self.seed
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    settings = session_settings(config)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "mpfault_seed" in workerinput:
+        seed = int(workerinput["mpfault_seed"])
+    elif settings.seed is not None:
+        seed = settings.seed
+    else:
+        seed = random.randrange(10**9)
+    config.stash[SEED_KEY] = seed
+    config.stash[SETTINGS_KEY] = settings
+    cache = getattr(config, "cache", None)
+    if cache is not None and workerinput is None:
+        cache.set("mpfault/seed", seed)
+    if config.pluginmanager.hasplugin("xdist") and workerinput is None:
+        config.pluginmanager.register(_XdistHooks(seed), "mpfault-xdist")
+    try:
+        from ._timing import set_default_tolerance
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        set_default_tolerance(settings.timeout_tolerance)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    settings = config.stash[SETTINGS_KEY]
+    seed = config.stash[SEED_KEY]
+    faults = "; ".join(str(f) for f in settings.faults) or "none"
+    return [
+        f"mpfault: seed={seed}, start methods {', '.join(settings.start_methods)}, "
+        f"faults: {faults}",
+        f"mpfault: replay with --mpfault-seed={seed}",
+    ]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "mpfault" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("mpfault")
+    settings = resolve(metafunc.config, marker, metafunc.definition.nodeid)
+    methods = list(settings.start_methods)
+    metafunc.parametrize("mpfault", methods, indirect=True, ids=methods)
+
+
+@pytest.fixture
+def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """A harness for this test: spawns real processes, makes fault-injecting queues.
+
+    Tests that use it run once per start method (ini ``mpfault_start_methods``,
+    ``--mpfault-start-methods``, ``@pytest.mark.mpfault(start_methods=[...])``).
+    ``mpfault.spawn(target, *args)`` starts a child, ``mpfault.queue()`` makes a
+    queue, ``mpfault.history`` holds every queue operation.  At teardown every
+    child and its descendants are terminated, killed and reaped (bounded waits).
+    """
+    item = request.node
+    marker = item.get_closest_marker("mpfault")
+    settings = resolve(request.config, marker, item.nodeid)
+    method = getattr(request, "param", None) or settings.start_methods[0]
+    fixed = marker is not None and marker.kwargs.get("seed") is not None
+    base_seed = settings.seed if fixed and settings.seed is not None else (
+        request.config.stash[SEED_KEY]
+    )
+    harness = Harness(
+        method,
+        faults=settings.faults,
+        seed=derive_seed(base_seed, item.nodeid),
+        deadline=settings.deadline,
+        test_id=item.nodeid,
+        grace=settings.grace,
+    )
+    item.stash[HARNESS_KEY] = harness
+    request.config.hook.pytest_mpfault_harness_created(harness=harness, item=item)
+    try:
+        yield harness
+    finally:
+        problems = harness.close()
+    if problems:
+        pytest.fail("mpfault teardown: " + "; ".join(problems), pytrace=False)
+
+
+def _replay_line(item: pytest.Item, settings: Settings, seed: int) -> str:
+    parts = ["pytest", shlex.quote(item.nodeid), f"--mpfault-seed={seed}"]
+    if settings.faults_source in ("--mpfault", "env MPFAULT"):
+        parts += [shlex.quote(f"--mpfault={f}") for f in settings.faults]
+    return " ".join(parts)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report: pytest.TestReport = yield
+    harness = item.stash.get(HARNESS_KEY, None)
+    if harness is None:
+        return report
+    shown = item.stash.setdefault(SHOWN_KEY, {})
+    outputs = harness.outputs if call.when == "teardown" else harness.collect_outputs()
+    report.sections.extend(output_sections(harness, outputs, shown, call.when))
+    if report.failed and call.when in ("call", "setup"):
+        seed = item.config.stash[SEED_KEY]
+        replay = _replay_line(item, item.config.stash[SETTINGS_KEY], seed)
+        text = failure_section(harness, seed, replay)
+        report.sections.append(("mpfault", text))
+        for extra in item.config.hook.pytest_mpfault_report_sections(
+            harness=harness, item=item, report=report
+        ):
+            if extra:
+                report.sections.extend(extra)
+    return report

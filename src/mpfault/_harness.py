@@ -77,6 +77,21 @@ def _proc_state(pid: int) -> str | None:
     return data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
 
 
+def _wait_stopped_child(pid: int, timeout: float) -> bool:
+    """Block (in a helper thread, so the wait is bounded) until child ``pid`` stops."""
+    import threading
+
+    done = threading.Event()
+
+    def waiter() -> None:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
+        done.set()
+
+    threading.Thread(target=waiter, daemon=True, name="mpfault-wait-stopped").start()
+    return done.wait(timeout)
+
+
 def _descendants(roots: Iterable[int]) -> set[int]:
     """Every live descendant of ``roots`` (walks /proc; empty where there is none)."""
     children: dict[int, list[int]] = {}
@@ -448,14 +463,27 @@ class Child:
         Returns once the process is stopped.
         """
         os.kill(self.pid, signal.SIGSTOP)
-        if self._process._parent_pid == os.getpid() and self.start_method != "forkserver":
-            # our own child: the kernel tells us when it has stopped
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitid(os.P_PID, self.pid, os.WSTOPPED | os.WNOWAIT)
+        self.wait_stopped(5.0)
+
+    def wait_stopped(self, timeout: float | None = None) -> None:
+        """Wait until the process is stopped (by :meth:`pause` or a ``pause`` fault).
+
+        Raises :class:`Hang` if it is not stopped within ``timeout`` seconds.
+        """
+        limit = self._harness._limit(timeout)
+        if self.start_method != "forkserver" and self.is_alive():
+            # our own child: the kernel tells us when it stops
+            if _wait_stopped_child(self.pid, limit):
                 return
-        end = time.monotonic() + 5.0
-        while _proc_state(self.pid) not in ("T", "t", "Z", None) and time.monotonic() < end:
-            os.sched_yield()
+        else:
+            # a fork-server child is not ours to wait for: watch its state
+            end = time.monotonic() + limit
+            while time.monotonic() < end:
+                if _proc_state(self.pid) in ("T", "t", "Z", None):
+                    return
+                os.sched_yield()
+        if _proc_state(self.pid) not in ("T", "t"):
+            raise self._harness._hang(f"wait_stopped(timeout={timeout}) of {self.name!r}", limit)
 
     @property
     def start_method(self) -> str:

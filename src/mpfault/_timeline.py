@@ -30,7 +30,7 @@ import math
 import os
 import re
 import signal as _signal
-import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -1215,7 +1215,10 @@ def write_html(inp: TimelineInput, directory: str, name: str) -> str:
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, sanitise_name(name) + ".html")
     data = render_html(inp).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=".timeline-", suffix=".tmp", dir=directory)
+    # A unique temporary name, created with the umask's permissions (mkstemp's 0600
+    # would hide the report from whoever collects CI artifacts), then renamed.
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -169,6 +169,7 @@ _DEFAULT_OPS: Final[dict[str, frozenset[str]]] = {
 }
 
 _WHENS: Final = ("before", "after")
+_MAX_COUNT: Final = 2**63 - 1  # counters are int64
 _DEFAULT_SIGNAL: Final = int(_signal.SIGKILL)
 
 #: What ``nth=`` accepts: a call index, a ``range`` (step 1), an iterable of call
@@ -192,7 +193,8 @@ class FaultSpecError(ValueError):
         self.spec = spec
         self.source = source
         if spec is not None:
-            reason_in_spec = f"bad fault spec {spec!r} from {source}: {reason}"
+            shown = spec if len(spec) <= 200 else spec[:200] + "..."
+            reason_in_spec = f"bad fault spec {shown!r} from {source}: {reason}"
             super().__init__(reason_in_spec)
         else:
             super().__init__(reason)
@@ -339,7 +341,9 @@ def _is_int(value: object) -> bool:
 def _is_literal(value: object) -> bool:
     """True for values whose repr reads back equal with ast.literal_eval (and hashable)."""
     kind = type(value)
-    if value is None or kind in (bool, int, str, bytes):
+    if isinstance(value, int) and kind is int:
+        return value.bit_length() <= 10_000  # str() of larger ints is refused
+    if value is None or kind in (bool, str, bytes):
         return True
     if isinstance(value, float) and kind is float:
         return math.isfinite(value)
@@ -505,6 +509,8 @@ def _normalise_nth(value: object) -> _Nth | None:
     for lo, hi in pairs:
         if lo < 1:
             raise FaultSpecError(f"nth: call indexes start at 1, got {lo}")
+        if max(lo, hi or 0) > _MAX_COUNT:
+            raise FaultSpecError(f"nth: call indexes end at 2**63-1, got {max(lo, hi or 0)}")
         if hi is not None and hi < lo:
             raise FaultSpecError(f"nth: interval ({lo}, {hi}) is empty")
     merged: list[tuple[int, int | None]] = []
@@ -537,8 +543,8 @@ def _normalise_term(fault: Fault) -> None:
         raise FaultSpecError(f"who must be a non-empty process name pattern, got {who!r}")
     fields["nth"] = _normalise_nth(fault.nth)
     times = fault.times
-    if times is not None and (not _is_int(times) or times < 1):
-        raise FaultSpecError(f"times must be an int >= 1, got {times!r}")
+    if times is not None and (not _is_int(times) or not 1 <= times <= _MAX_COUNT):
+        raise FaultSpecError(f"times must be an int in 1..2**63-1, got {times!r}")
     prob = fault.prob
     if prob is not None:
         if not isinstance(prob, (int, float)) or isinstance(prob, bool) or not 0 < prob <= 1:
@@ -553,7 +559,7 @@ def _normalise_term(fault: Fault) -> None:
 
 
 def _op_label(op: str | None) -> str:
-    return "the default ops" if op is None else f"op {op!r}"
+    return "the default ops of this fault" if op is None else f"the ops of {op!r}"
 
 
 def _check_plan(head: Fault) -> frozenset[str]:
@@ -612,7 +618,7 @@ def _check_plan(head: Fault) -> frozenset[str]:
         if not ops:
             raise FaultSpecError(
                 f"an item selector (=={head.item!r}) only applies to put ops,"
-                f" and {_op_label(head.op)} of this fault select none"
+                f" and {_op_label(head.op)} include none"
             )
     return ops
 
@@ -1192,8 +1198,8 @@ class _Syntax(Exception):
     """A parse error inside one spec (turned into FaultSpecError with the spec)."""
 
 
-def _skip_string(text: str, start: int) -> int:
-    """Index just after the string literal whose quote is at ``start`` (or len(text))."""
+def _string_end(text: str, start: int) -> int | None:
+    """Index just after the string literal whose quote is at ``start``; None if unterminated."""
     quote = text[start]
     index = start + 1
     while index < len(text):
@@ -1204,7 +1210,13 @@ def _skip_string(text: str, start: int) -> int:
             return index + 1
         else:
             index += 1
-    return len(text)
+    return None
+
+
+def _skip_string(text: str, start: int) -> int:
+    """Like _string_end, but an unterminated literal runs to the end of the text."""
+    end = _string_end(text, start)
+    return len(text) if end is None else end
 
 
 def _top_level(text: str) -> Iterator[tuple[int, str]]:
@@ -1265,18 +1277,32 @@ def _parse_name_text(text: str, what: str, bare: re.Pattern[str]) -> str:
     return text
 
 
-def _parse_decimal(text: str) -> Decimal:
-    return Decimal(text)  # text matched _NUMBER: exact, never raises
+def _parse_decimal(text: str, places: int = 0) -> Decimal:
+    """The number ``text`` (matched by _NUMBER) times 10**places, exactly."""
+    try:
+        return _shift(Decimal(text), places)
+    except decimal.DecimalException:  # an exponent beyond what decimal supports
+        raise _Syntax(f"number {text!r} is out of range")
+
+
+def _parse_int(text: str, what: str) -> int:
+    if len(text) > 19:
+        raise _Syntax(f"{what} {text[:19]}... is too large")
+    return int(text)
+
+
+def _finite(value: Decimal, what: str, text: str) -> float:
+    number = float(value)
+    if not math.isfinite(number):
+        raise _Syntax(f"{what}: {text.strip()!r} is too large")
+    return number
 
 
 def _parse_duration_decimal(text: str, what: str) -> Decimal:
     match = _DURATION.fullmatch(text.strip())
     if not match:
-        raise _Syntax(f"{what} must be {_DURATION_HINT}, got {text.strip()!r}")
-    value = _shift(_parse_decimal(match.group(1)), _UNIT_PLACES[match.group(2)])
-    if not math.isfinite(float(value)):
-        raise _Syntax(f"{what} {text.strip()!r} is too large")
-    return value
+        raise _Syntax(f"{what}: expected {_DURATION_HINT}, got {text.strip()!r}")
+    return _parse_decimal(match.group(1), _UNIT_PLACES[match.group(2)])
 
 
 def _parse_args(action: str, text: str | None) -> tuple[Any, ...]:
@@ -1311,18 +1337,25 @@ def _parse_args(action: str, text: str | None) -> tuple[Any, ...]:
     if "" in parts:
         raise _Syntax(f"{action}({text}) has an empty argument")
     if action in ("delay", "pause"):
-        if len(parts) != 1:
-            raise _Syntax(f"{action} takes one {_DURATION_HINT}, got {text.strip()!r}")
         low_text, dots, high_text = parts[0].partition("..")
-        low = _parse_duration_decimal(low_text, f"{action} duration")
+        if len(parts) != 1 or (dots and action == "pause"):
+            wanted = "a duration or a range like 1ms..20ms" if action == "delay" else "one duration"
+            raise _Syntax(f"{action} takes {wanted}, got {text.strip()!r}")
+        low = _parse_duration_decimal(low_text, action)
+        seconds = _finite(low, action, low_text)
         if not dots:
-            return (float(low),) if action == "pause" else (float(low), 0.0)
-        if action == "pause":
-            raise _Syntax(f"pause takes one {_DURATION_HINT}, not a range, got {parts[0]!r}")
+            return (seconds,) if action == "pause" else (seconds, 0.0)
         high = _parse_duration_decimal(high_text, "delay upper bound")
         if high < low:
-            raise _Syntax(f"delay range {parts[0]!r} ends before it starts")
-        return (float(low), float(_DECIMAL.subtract(high, low)))
+            raise _Syntax(
+                f"delay range {parts[0]!r} ends before it starts"
+                f" (each bound has its own unit; a bare number is seconds)"
+            )
+        try:
+            jitter = _DECIMAL.subtract(high, low)
+        except decimal.DecimalException:
+            raise _Syntax(f"delay range {parts[0]!r} is too large")
+        return (seconds, _finite(jitter, "delay range", parts[0]))
     if action == "kill":
         when: str | None = None
         number: int | None = None
@@ -1343,7 +1376,7 @@ def _parse_args(action: str, text: str | None) -> tuple[Any, ...]:
             if part in _WHENS and when is None:
                 when = part
             elif _CODE.fullmatch(part) and code is None:
-                code = int(part)
+                code = _parse_int(part, "exit code")
             else:
                 raise _Syntax(
                     f"exit takes an exit code 0..255 and/or before/after, got {text.strip()!r}"
@@ -1358,7 +1391,7 @@ def _parse_args(action: str, text: str | None) -> tuple[Any, ...]:
 
 def _parse_signal(text: str) -> int:
     if _CODE.fullmatch(text):
-        return int(text)
+        return _parse_int(text, "signal")
     members = _signal.Signals.__members__
     name = text.upper()
     if name not in members:
@@ -1378,8 +1411,9 @@ def _parse_nth(text: str) -> _Nth:
             raise _Syntax(
                 f"nth must be N, N..M, N.. or a list of those like 1,3,5.. (1-based), got {text!r}"
             )
-        lo = int(match.group(1))
-        hi = int(match.group(3)) if match.group(3) else (None if match.group(2) else lo)
+        lo = _parse_int(match.group(1), "nth call index")
+        hi = _parse_int(match.group(3), "nth call index") if match.group(3) else None
+        hi = hi if hi is not None or match.group(2) else lo
         if lo < 1:
             raise _Syntax(f"nth call indexes start at 1, got {text!r}")
         if hi is not None and hi < lo:
@@ -1441,16 +1475,17 @@ def _parse_terms(text: str) -> list[tuple[str, tuple[Any, ...], int | None, floa
             raise _Syntax(f"expected a term like drop, 2*delay(10ms) or 50%full {where}, got {got}")
         pct, count, action = match.groups()
         if action not in _ARGS:
-            raise _Syntax(f"unknown action {action!r} (expected one of: {_ACTION_NAMES})")
+            hint = f"; a spec is op:action, as in {action}:drop" if action in _SELECTS else ""
+            raise _Syntax(f"unknown action {action!r} (expected one of: {_ACTION_NAMES}){hint}")
         prob = None
         if pct is not None:
-            prob_decimal = _shift(_parse_decimal(pct), -2)
+            prob_decimal = _parse_decimal(pct, -2)
             prob = float(prob_decimal)
             if not (0 < prob_decimal <= 1 and prob > 0):
                 raise _Syntax(f"a probability must be above 0% and at most 100%, got {pct}%")
         times = None
         if count is not None:
-            times = int(count)
+            times = _parse_int(count, "count")
             if times < 1:
                 raise _Syntax(f"a count must be at least 1, got {count}*")
         index = match.end()
@@ -1488,7 +1523,20 @@ def _parse_terms(text: str) -> list[tuple[str, tuple[Any, ...], int | None, floa
         index += 2
 
 
+def _check_quotes(spec: str) -> None:
+    index = 0
+    while index < len(spec):
+        if spec[index] in "'\"":
+            end = _string_end(spec, index)
+            if end is None:
+                raise _Syntax(f"unterminated string literal {spec[index:]!r}")
+            index = end
+        else:
+            index += 1
+
+
 def _parse_spec(spec: str) -> Fault:
+    _check_quotes(spec)
     colon = next((index for index, char in _top_level(spec) if char == ":"), -1)
     selectors = _parse_target(spec[:colon]) if colon >= 0 else {}
     terms = _parse_terms(spec[colon + 1 :])

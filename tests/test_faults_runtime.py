@@ -1,0 +1,211 @@
+"""Faults injected into real queues and processes, under every start method."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+
+import pytest
+
+from mpfault import ChildError, FaultQueue, Hang, Harness, HistoryError, MpfaultError, faults
+
+
+def put_all(q: FaultQueue, items: list[object]) -> int:
+    for x in items:
+        q.put(x)
+    return len(items)
+
+
+def put_with_acks(q: FaultQueue, acks: FaultQueue, items: list[object]) -> None:
+    """Put one item at a time, each only after the previous one was got."""
+    for x in items:
+        q.put(x)
+        assert acks.get(timeout=60) == x
+
+
+def consume_and_ack(q: FaultQueue, acks: FaultQueue, n: int) -> list[object]:
+    got = []
+    for _ in range(n):
+        x = q.get(timeout=60)
+        got.append(x)
+        acks.put(x)
+    return got
+
+
+def drain(q: FaultQueue) -> list[object]:
+    got = []
+    while True:
+        x = q.get()
+        if x is None:
+            return got
+        got.append(x)
+
+
+def try_put(q: FaultQueue, x: object, timeout: float | None) -> str:
+    start = time.monotonic()
+    try:
+        q.put(x, timeout=timeout)
+    except queue.Full:
+        return f"Full after {time.monotonic() - start:.3f}"
+    return "ok"
+
+
+def qsize_then_return(q: FaultQueue) -> str:
+    q.put("a")
+    q.qsize()
+    return "resumed"
+
+
+def get_one(q: FaultQueue) -> object:
+    return q.get(timeout=60)
+
+
+def test_kill_after_the_third_put_loses_exactly_that_item(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=[faults.kill(when="after", op="put", nth=3, who="producer")])
+    acks = mpfault.queue()
+    prod = mpfault.spawn(put_with_acks, q, acks, [10, 11, 12, 13], name="producer")
+    cons = mpfault.spawn(consume_and_ack, q, acks, 2, name="consumer")
+    assert cons.result(timeout=60) == [10, 11]
+    with pytest.raises(ChildError, match="killed by SIGKILL") as info:
+        prod.result(timeout=60)
+    assert "put(12)" in str(info.value)
+    assert "put@producer#3:kill(after)" in str(info.value)
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.5)  # item 12 never reaches the pipe
+    hist = mpfault.history
+    assert [i.value for i in hist.lost()] == ["12"]
+    with pytest.raises(HistoryError) as lost:
+        hist.assert_no_loss()
+    text = str(lost.value)
+    assert "1 item lost" in text
+    assert "12 on 'q1', put by producer" in text
+    assert "kill SIGKILL by fault put@producer#3:kill(after)" in text
+    assert mpfault.fired() == {"q1: put@producer#3:kill(after)": 1}
+
+
+def test_dropped_sentinel_leaves_the_consumer_hanging_in_get(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["put==None:drop"])
+    cons = mpfault.spawn(drain, q, name="consumer")
+    prod = mpfault.spawn(put_all, q, [1, 2, None], name="producer")
+    assert prod.result(timeout=60) == 3
+    with pytest.raises(Hang) as info:
+        cons.result(timeout=1.0)
+    assert "x = q.get()" in str(info.value)
+    assert [i.value for i in mpfault.history.lost()] == ["None"]
+    assert mpfault.fired()["q1: put==None:drop"] == 1
+
+
+def test_pause_stops_every_thread_of_the_process(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=[faults.pause(0.5, op="qsize", who="paused")])
+    c = mpfault.spawn(qsize_then_return, q, name="paused")
+    c.wait_stopped(timeout=60)
+    states = []
+    for tid in os.listdir(f"/proc/{c.pid}/task"):
+        with open(f"/proc/{c.pid}/task/{tid}/stat", "rb") as f:
+            data = f.read()
+        states.append(data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode())
+    # main thread, mpfault's control thread and the queue's feeder thread
+    assert len(states) >= 3
+    assert set(states) == {"T"}
+    assert c.result(timeout=60) == "resumed"
+    kinds = [m.kind for m in mpfault.history.marks if m.process == "paused"]
+    assert kinds.index("pause") < kinds.index("resume")
+
+
+def test_forced_full_waits_the_timeout_first(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["put#2..:full"])
+    c = mpfault.spawn(try_put, q, "a", 0.2)
+    assert c.result(timeout=60) == "ok"
+    c2 = mpfault.spawn(try_put, q, "b", 0.2)
+    outcome = c2.result(timeout=60)
+    assert outcome.startswith("Full after ")
+    assert float(outcome.split()[-1]) >= 0.2
+    with pytest.raises(queue.Full):
+        q.put_nowait("c")  # the test process is subject to the plan too
+
+
+def test_forced_empty_and_raise(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["get#1:empty", "put_nowait:raise(ValueError:no room)"])
+    q.put("x")
+    with pytest.raises(queue.Empty):
+        q.get(timeout=5)
+    assert q.get(timeout=5) == "x"
+    with pytest.raises(ValueError, match="no room"):
+        q.put_nowait("y")
+
+
+def test_duplicate_is_caught_by_the_checker(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=[faults.duplicate(op="put", item="b")])
+    prod = mpfault.spawn(put_all, q, ["a", "b", None])
+    cons = mpfault.spawn(drain, q)
+    assert prod.result(timeout=60) == 3
+    assert cons.result(timeout=60) == ["a", "b", "b"]
+    with pytest.raises(HistoryError, match=r"(?s)1 duplicate .*'b' on 'q1', put by put_all-1"):
+        mpfault.history.assert_no_duplicates()
+
+
+def test_exit_after_put(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["put:exit(3,after)"])
+    c = mpfault.spawn(put_all, q, ["x"])
+    with pytest.raises(ChildError, match="exited with code 3"):
+        c.result(timeout=60)
+
+
+def test_return_makes_full_lie(mpfault: Harness) -> None:
+    q = mpfault.queue(maxsize=1, faults=["full:return(False)"])
+    q.put(1)
+    assert q.full() is False
+    assert q.wrapped.full() is True
+
+
+def test_who_and_shared_nth(mpfault: Harness) -> None:
+    # the 2nd put by anyone is dropped; so is every put by 'b'
+    q = mpfault.queue(faults=["put#2:drop", "put@b:drop"])
+    a = mpfault.spawn(put_all, q, [1, 2], name="a")
+    assert a.result(timeout=60) == 2
+    b = mpfault.spawn(put_all, q, [3], name="b")
+    assert b.result(timeout=60) == 1
+    q.put(None)
+    assert drain(q) == [1]
+    assert sorted(i.value for i in mpfault.history.lost()) == ["2", "3"]
+
+
+def test_times_and_chain(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["put:2*off->1*drop"])
+    c = mpfault.spawn(put_all, q, [1, 2, 3, 4, None])
+    assert c.result(timeout=60) == 5
+    assert drain(q) == [1, 2, 4]
+
+
+def test_process_faults_never_fire_in_the_test_process(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["put:kill", "get:pause(10s)"])
+    q.put(1)
+    assert q.get(timeout=10) == 1
+    with pytest.raises(MpfaultError, match="would kill the test process itself"):
+        mpfault.queue(faults=[faults.kill(who="Main*")])
+
+
+@pytest.mark.mpfault("get#1:delay(200ms)", start_methods=["fork"])
+def test_marker_faults_apply_to_every_queue(mpfault: Harness) -> None:
+    q1, q2 = mpfault.queue(), mpfault.queue()
+    for q in (q1, q2):
+        q.put("x")
+        start = time.monotonic()
+        assert q.get(timeout=10) == "x"
+        assert time.monotonic() - start >= 0.2
+
+
+def draws(seed: int) -> list[int]:
+    with Harness("fork", seed=seed, test_id="t") as h:
+        q = h.queue(faults=["put:30%drop"])
+        c = h.spawn(put_all, q, list(range(40)), name="p")
+        c.result(timeout=60)
+        return [int(e.item or 0) for e in h.history.ops("put") if e.fault]
+
+
+def test_same_seed_same_firings() -> None:
+    first, again, other = draws(7), draws(7), draws(8)
+    assert first == again
+    assert 0 < len(first) < 40
+    assert first != other

@@ -23,16 +23,15 @@ def output_sections(
     harness: Harness,
     outputs: dict[str, tuple[str, str]],
     shown: dict[str, tuple[int, int]],
-    when: str,
 ) -> list[tuple[str, str]]:
-    """Report sections with what each child wrote since the last report."""
+    """``(key, text)`` report sections with what each child wrote since the last report."""
     sections = []
     for name, (out, err) in outputs.items():
         o, e = shown.get(name, (0, 0))
         if len(out) > o:
-            sections.append((f"Captured stdout {when} (mpfault child {name})", out[o:]))
+            sections.append((f"stdout (mpfault child {name})", out[o:]))
         if len(err) > e:
-            sections.append((f"Captured stderr {when} (mpfault child {name})", err[e:]))
+            sections.append((f"stderr (mpfault child {name})", err[e:]))
         shown[name] = (max(o, len(out)), max(e, len(err)))
     return sections
 

@@ -163,13 +163,17 @@ def _replay_line(item: pytest.Item, settings: Settings, seed: int) -> str:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    report: pytest.TestReport = yield
     harness = item.stash.get(HARNESS_KEY, None)
+    if harness is not None:
+        # child output goes through item sections, so that the teardown report (which
+        # junitxml writes) carries every phase's output too
+        shown = item.stash.setdefault(SHOWN_KEY, {})
+        outputs = harness.outputs if call.when == "teardown" else harness.collect_outputs()
+        for key, text in output_sections(harness, outputs, shown):
+            item.add_report_section(call.when, key, text)
+    report: pytest.TestReport = yield
     if harness is None:
         return report
-    shown = item.stash.setdefault(SHOWN_KEY, {})
-    outputs = harness.outputs if call.when == "teardown" else harness.collect_outputs()
-    report.sections.extend(output_sections(harness, outputs, shown, call.when))
     if report.failed and call.when in ("call", "setup"):
         seed = item.config.stash[SEED_KEY]
         replay = _replay_line(item, item.config.stash[SETTINGS_KEY], seed)

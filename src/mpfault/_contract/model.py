@@ -33,6 +33,7 @@ __all__ = [
     "Report",
     "Result",
     "Status",
+    "Unsupported",
     "failed",
     "passed",
     "skipped",
@@ -65,6 +66,14 @@ class Mismatch(AssertionError):
 
     The message is the observed behaviour; the runner turns it into a ``fail`` (or
     ``differs`` for an implementation detail).
+    """
+
+
+class Unsupported(Exception):
+    """Raised inside a check function when the queue under test lacks what the check needs.
+
+    The message is the reason (for example "the queue has no full()"); the runner turns
+    it into a ``skip``.
     """
 
 

@@ -1,0 +1,237 @@
+"""Code that runs in the child processes the contract checks start.
+
+Every target is a module-level function (spawn and forkserver import this module) and
+starts with :func:`_guard`, a daemon thread that ends the child when its parent dies,
+so that no child outlives an interrupted contract run.  Results go back to the parent
+over a pipe.  This module imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from multiprocessing.managers import BaseManager
+from typing import Any
+
+__all__ = [
+    "GLOBAL_QUEUE",
+    "FailsToUnpickle",
+    "RemoteQueueClient",
+    "RemoteQueueServer",
+    "Unpicklable",
+    "blocking_get",
+    "create_put_return",
+    "guarded_gets",
+    "guarded_puts",
+    "noop",
+    "put_and_exit",
+    "put_one",
+    "sentinel_consumer",
+    "use_global_queue",
+]
+
+#: A module-level queue used by the row 67 check (globals are not shared under spawn).
+GLOBAL_QUEUE: Any = None
+
+
+def _watch_parent() -> None:
+    parent = multiprocessing.parent_process()
+    if parent is None:  # pragma: no cover - not a multiprocessing child
+        return
+    try:
+        parent.join()
+    except (OSError, ValueError):  # pragma: no cover
+        return
+    os._exit(70)
+
+
+def _guard() -> None:
+    threading.Thread(target=_watch_parent, name="mpfault-parent-watch", daemon=True).start()
+
+
+class Unpicklable:
+    """An object whose pickling raises ``TypeError`` (rows 36-38, 49)."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle 'Unpicklable' object")
+
+    def __repr__(self) -> str:
+        return "Unpicklable()"
+
+
+def _fail_on_load(message: str) -> Any:
+    raise ValueError(message)
+
+
+class FailsToUnpickle:
+    """An object that pickles fine but raises ``ValueError`` when unpickled (row 39)."""
+
+    def __reduce__(self) -> Any:
+        return (_fail_on_load, ("unpickling FailsToUnpickle fails",))
+
+
+def noop() -> None:
+    """Do nothing (a child whose start is what is being observed)."""
+
+
+def put_one(q: Any, item: Any) -> None:
+    """Put *item* on *q* and return."""
+    q.put(item)
+
+
+def put_and_exit(
+    q: Any, items: list[Any], how: str, started: Any = None, done: Any = None, err: Any = None
+) -> None:
+    """Put *items* on *q*, then end the process in the way *how* names.
+
+    Args:
+        q: the queue.
+        items: what to put, in order.
+        how: ``return`` (normal exit), ``os_exit`` (``os._exit(0)``), ``sigkill``
+            (SIGKILL to itself), ``cancel`` (``cancel_join_thread()`` then return),
+            ``close_join_os_exit`` (``close(); join_thread(); os._exit(0)``) or
+            ``hold`` (wait until killed).
+        started: a pipe end to send ``"started"`` on before the first put.
+        done: a pipe end to send ``"done"`` on after the last put returned.
+        err: a path to redirect this process's stderr to (fd 2).
+    """
+    _guard()
+    if err is not None:
+        fd = os.open(err, os.O_WRONLY | os.O_APPEND)
+        os.dup2(fd, 2)
+        os.close(fd)
+    if started is not None:
+        started.send("started")
+    for item in items:
+        q.put(item)
+    if how == "cancel":
+        q.cancel_join_thread()
+    if done is not None:
+        done.send("done")
+    if how == "os_exit":
+        os._exit(0)
+    elif how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "close_join_os_exit":
+        q.close()
+        q.join_thread()
+        os._exit(0)
+    elif how == "hold":
+        threading.Event().wait(120)
+
+
+def create_put_return(method: str, size: int, done: Any) -> None:
+    """Create a Queue in this process, put *size* bytes on it nobody reads, return."""
+    _guard()
+    q = multiprocessing.get_context(method).Queue()
+    q.put(b"x" * size)
+    done.send("done")
+
+
+def guarded_puts(q: Any, tag: int, n: int, report: Any) -> None:
+    """Do *n* times ``if not q.full(): q.put_nowait((tag, i))``; report what happened.
+
+    Sends ``(tag, ok_seqs, full_raised, skipped, error)``.
+    """
+    _guard()
+    ok: list[int] = []
+    full_raised = skipped = 0
+    error = None
+    try:
+        for i in range(n):
+            if q.full():
+                skipped += 1
+                continue
+            try:
+                q.put_nowait((tag, i))
+            except queue.Full:
+                full_raised += 1
+            else:
+                ok.append(i)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    report.send((tag, ok, full_raised, skipped, error))
+
+
+def guarded_gets(q: Any, report: Any) -> None:
+    """Loop ``if not q.empty(): q.get_nowait()`` until ``None``; report what was got.
+
+    Sends ``(got, empty_raised, error)``.
+    """
+    _guard()
+    got: list[Any] = []
+    empty_raised = 0
+    error = None
+    try:
+        while True:
+            if q.empty():
+                continue
+            try:
+                item = q.get_nowait()
+            except queue.Empty:
+                empty_raised += 1
+                continue
+            if item is None:
+                break
+            got.append(item)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    report.send((got, empty_raised, error))
+
+
+def blocking_get(q: Any, ready: Any, prime: bool = False) -> None:
+    """Announce on *ready*, then block in ``q.get()`` (until killed or an item comes).
+
+    With *prime*, call ``q.qsize()`` first so that a manager proxy has connected
+    before the announcement (the blocking call is then the next system call).
+    """
+    _guard()
+    if prime:
+        q.qsize()
+    ready.send("ready")
+    q.get()
+
+
+def sentinel_consumer(q: Any, report: Any) -> None:
+    """``for item in iter(q.get, None)``: count the items, then report the count."""
+    _guard()
+    n = 0
+    for _ in iter(q.get, None):
+        n += 1
+    report.send(n)
+
+
+def use_global_queue(report: Any) -> None:
+    """Report whether :data:`GLOBAL_QUEUE` exists here; if it does, put on it."""
+    _guard()
+    if GLOBAL_QUEUE is None:
+        report.send("absent")
+        return
+    GLOBAL_QUEUE.put("via-global")
+    report.send("present")
+
+
+_REMOTE_QUEUE: queue.Queue[Any] | None = None
+
+
+def remote_queue() -> queue.Queue[Any]:
+    """The queue a :class:`RemoteQueueServer` serves (created on first use)."""
+    global _REMOTE_QUEUE
+    if _REMOTE_QUEUE is None:
+        _REMOTE_QUEUE = queue.Queue()
+    return _REMOTE_QUEUE
+
+
+class RemoteQueueServer(BaseManager):
+    """The server side of the "Using a remote manager" example (row 61)."""
+
+
+class RemoteQueueClient(BaseManager):
+    """A client that only knows the name ``get_queue`` (row 61)."""
+
+
+RemoteQueueServer.register("get_queue", callable=remote_queue)
+RemoteQueueClient.register("get_queue")

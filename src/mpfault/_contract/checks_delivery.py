@@ -1,0 +1,188 @@
+"""Rows 20-23 and 46: ordering, copies, lazy pickling, the sentinel pattern."""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import queue
+from typing import Any
+
+from . import _children
+from .context import CheckContext
+from .model import Outcome, failed, passed
+from .registry import check, unobservable
+
+
+def _first_inversion(seqs: list[int]) -> str | None:
+    for pos in range(1, len(seqs)):
+        if seqs[pos] < seqs[pos - 1]:
+            return f"item {seqs[pos]} arrived after item {seqs[pos - 1]} (position {pos})"
+    return None
+
+
+@check(
+    row=20,
+    slug="fifo-per-producer",
+    title="items put by one process arrive in the order it put them (no order across "
+    "producers)",
+    kind="documented",
+    source=(
+        'Doc "Pipes and Queues" note 2: "If multiple processes are enqueuing objects, it is '
+        "possible for the objects to be received at the other end out-of-order. However, "
+        "objects enqueued by the same process will always be in the expected order with "
+        'respect to each other."'
+    ),
+    kinds=("Q", "JQ", "SQ", "MQ"),
+    generic=True,
+    expect="3 producers (2 children + this process) x 200 items: each producer's in order",
+    headline="switches",
+)
+def fifo_per_producer(cx: CheckContext) -> Outcome:
+    """Row 20."""
+    n = 200
+    q = cx.make()
+    children = [
+        cx.start(_children.put_and_exit, q, [(tag, i) for i in range(n)], "return")
+        for tag in (1, 2)
+    ]
+    for i in range(n):
+        q.put((0, i))
+    for p in children:
+        p.join(cx.deadline)
+        if p.exitcode != 0:
+            return failed(f"producer child exited with {p.exitcode} (expected 0)")
+    got: list[Any] = []
+    for _ in range(3 * n):
+        try:
+            got.append(cx.get(q))
+        except queue.Empty:
+            return failed(f"only {len(got)} of {3 * n} items arrived within {cx.deadline:g} s")
+    switches = sum(1 for a, b in zip(got, got[1:]) if a[0] != b[0])
+    cx.figure(switches=switches)
+    problems = []
+    for tag in (0, 1, 2):
+        seqs = [i for t, i in got if t == tag]
+        inversion = _first_inversion(seqs)
+        who = "this process" if tag == 0 else f"child {tag}"
+        if inversion:
+            problems.append(f"producer {who}: {inversion}")
+        elif seqs != list(range(n)):
+            problems.append(f"producer {who}: {len(seqs)} items, {len(set(seqs))} distinct")
+    if problems:
+        return failed("; ".join(problems))
+    return passed(f"each producer's items in order; {switches} switches between producers")
+
+
+unobservable(
+    row=21,
+    slug="no-consumer-fairness",
+    title="no fairness between consumers: one consumer may take every item",
+    kind="detail",
+    source="(undocumented) whoever wins _rlock takes the next item",
+    kinds=("Q", "JQ", "SQ"),
+    expect="any split of the items between consumers",
+    reason="the absence of a guarantee: every split, fair or not, is consistent with it",
+)
+
+
+@check(
+    row=22,
+    slug="items-are-copies",
+    title="get() returns a re-created object, not the object that was put",
+    kind="documented",
+    source=(
+        'Doc "Exchanging objects": "The object returned by the get method is a re-created '
+        'object that does not share memory with the original object."'
+    ),
+    kinds=("Q", "JQ", "SQ", "MQ"),
+    generic=True,
+    expect="got == original and got is not original",
+)
+def items_are_copies(cx: CheckContext) -> Outcome:
+    """Row 22."""
+    q = cx.make()
+    original = ["payload", {"k": [1, 2]}]
+    q.put(original)
+    got = cx.get(q)
+    if got is original:
+        return failed("get() returned the very object that was put")
+    if got != original:
+        return failed(f"get() returned {got!r}, not equal to {original!r}")
+    return passed("an equal copy came back")
+
+
+@check(
+    row=23,
+    slug="lazy-pickling",
+    title="Q/JQ pickle in the feeder thread (a mutation after put() is usually sent); "
+    "SQ and MQ pickle in put()",
+    kind="detail",
+    source=(
+        "Code _feed l.261-262: obj = _ForkingPickler.dumps(obj); gh-109554 closed as not a "
+        "bug (undocumented)"
+    ),
+    kinds=("Q", "JQ", "SQ", "MQ"),
+    expect="Q/JQ: the mutated value arrives; SQ/MQ: the value at put() arrives (5 trials)",
+)
+def lazy_pickling(cx: CheckContext) -> Outcome:
+    """Row 23."""
+    q = cx.make()
+    lazy = cx.kind in ("Q", "JQ")
+    mutated = 0
+    trials = 5
+    for _ in range(trials):
+        obj = {"v": "at put()"}
+        q.put(obj)
+        obj["v"] = "mutated"
+        mutated += cx.get(q)["v"] == "mutated"
+    cx.figure(**{"mutation seen": f"{mutated}/{trials}"})
+    want = trials if lazy else 0
+    what = f"the consumer saw the mutation made after put() in {mutated}/{trials} trials"
+    if mutated != want:
+        return failed(what)
+    return passed(what)
+
+
+@check(
+    row=46,
+    slug="one-sentinel-per-consumer",
+    title="N consumers need N sentinels: each consumer takes exactly one",
+    kind="documented",
+    source=(
+        "Pattern of CPython test_task_done: for obj in iter(q.get, None), one None per "
+        "worker; follows from each item going to exactly one get() (rows 2, 20)"
+    ),
+    kinds=("Q", "JQ", "SQ", "MQ"),
+    generic=True,
+    expect="2 consumers, 20 items + 1 sentinel: one exits, one stays blocked; "
+    "2nd sentinel: both exited, 20 items counted",
+)
+def one_sentinel_per_consumer(cx: CheckContext) -> Outcome:
+    """Row 46."""
+    n = 20
+    q = cx.make()
+    r, w = cx.pipe()
+    consumers = [cx.start(_children.sentinel_consumer, q, w) for _ in range(2)]
+    for i in range(n):
+        q.put(i)
+    q.put(None)
+    ready = multiprocessing.connection.wait([p.sentinel for p in consumers], cx.deadline)
+    if not ready:
+        return failed(f"no consumer exited within {cx.deadline:g} s of the first sentinel")
+    rest = [p for p in consumers if p.sentinel not in ready]
+    if not rest:
+        return failed("both consumers exited after one sentinel")
+    rest[0].join(cx.hold)
+    if rest[0].exitcode is not None:
+        return failed(f"the second consumer exited (code {rest[0].exitcode}) without a sentinel")
+    q.put(None)
+    rest[0].join(cx.deadline)
+    if rest[0].exitcode is None:
+        return failed(f"the second consumer was still alive {cx.deadline:g} s after its sentinel")
+    codes = [p.exitcode for p in consumers]
+    counts = [cx.recv(r, what="count") for _ in consumers]
+    cx.figure(split="/".join(map(str, counts)))
+    if codes != [0, 0]:
+        return failed(f"consumer exit codes {codes}")
+    if sum(counts) != n:
+        return failed(f"consumers counted {counts} items, {sum(counts)} in all instead of {n}")
+    return passed(f"one consumer per sentinel; items split {counts}")

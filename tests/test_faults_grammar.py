@@ -1,0 +1,1005 @@
+"""The fault data model and its spec grammar (mpfault._runtime.faults); no processes."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import pickle
+import queue
+import random
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mpfault.faults as public
+from mpfault._runtime import faults as F
+from mpfault._runtime.faults import (
+    ANY,
+    GET_OPS,
+    OPS,
+    PUT_OPS,
+    Fault,
+    FaultSpecError,
+    chain,
+    delay,
+    drop,
+    duplicate,
+    empty,
+    exit,
+    format_plan,
+    full,
+    gate,
+    kill,
+    off,
+    parse,
+    pause,
+    raise_,
+    return_,
+)
+
+SIGKILL = int(signal.SIGKILL)
+SIGTERM = int(signal.SIGTERM)
+
+
+def roundtrip(fault: Fault) -> None:
+    text = str(fault)
+    assert parse(text) == [fault], text
+    assert str(parse(text)[0]) == text
+    assert pickle.loads(pickle.dumps(fault)) == fault
+
+
+# -- the examples of the brief ------------------------------------------------------------
+
+EXAMPLES: list[tuple[str, Fault]] = [
+    ("put#3:drop", drop(op="put", nth=3)),
+    ("put==None:drop", drop(op="put", item=None)),
+    ("get:20%delay(1ms..20ms)", delay(0.001, 0.019, op="get", prob=0.2)),
+    ("put@producer-*#5:kill(after)", kill("after", op="put", who="producer-*", nth=5)),
+    ("put:kill(after,SIGTERM)", kill("after", signal.SIGTERM, op="put")),
+    ("get@consumer-1:exit(3,after)", exit(3, "after", op="get", who="consumer-1")),
+    ("put:2*delay(10ms)->full", chain(delay(0.01, op="put", times=2), full())),
+    ("empty:return(False)", return_(False, op="empty")),
+    (
+        "put_nowait#2..4:raise(ValueError:boom)",
+        raise_(ValueError("boom"), op="put_nowait", nth=range(2, 5)),
+    ),
+    ("*@consumer-*:pause(200ms)", pause(0.2, op="*", who="consumer-*")),
+    ("put#1,3,7:duplicate", duplicate(op="put", nth={1, 3, 7})),
+    ("get#5..:empty", empty(op="get", nth=[(5, None)])),
+    ("put:gate(g1,after)", gate("g1", "after", op="put")),
+    ("2*off->drop", chain(off(times=2), drop())),
+]
+
+
+@pytest.mark.parametrize(("spec", "expected"), EXAMPLES)
+def test_examples_parse(spec: str, expected: Fault) -> None:
+    assert parse(spec) == [expected]
+    assert str(expected) == spec
+    roundtrip(expected)
+
+
+def test_examples_as_one_plan() -> None:
+    plan = [fault for _, fault in EXAMPLES]
+    text = format_plan(plan)
+    assert text == "; ".join(spec for spec, _ in EXAMPLES)
+    assert parse(text) == plan
+    assert parse("\n".join(spec for spec, _ in EXAMPLES)) == plan
+
+
+def test_example_fields() -> None:
+    (f,) = parse("get:20%delay(1ms..20ms)")
+    assert (f.action, f.args, f.op, f.prob) == ("delay", (0.001, 0.019), "get", 0.2)
+    (f,) = parse("put:kill")
+    assert f.args == ("before", SIGKILL)
+    (f,) = parse("put:2*delay(10ms)->full")
+    assert [t.action for t in f.terms()] == ["delay", "full"]
+    assert f.times == 2 and f.next is not None and f.next.times is None
+    (f,) = parse("put_nowait#2..4:raise(ValueError:boom)")
+    assert f.args == ("builtins", "ValueError", "boom")
+    assert f.nth == ((2, 4),)
+
+
+# -- canonical text -------------------------------------------------------------------------
+
+CANONICAL = [
+    ("put:kill(before,SIGKILL)", "put:kill"),
+    ("put:kill(SIGTERM,after)", "put:kill(after,SIGTERM)"),
+    ("put:kill(15)", "put:kill(SIGTERM)"),
+    ("put:kill(term)", "put:kill(SIGTERM)"),
+    ("put:kill(KILL)", "put:kill"),
+    ("get:exit(after,1)", "get:exit(after)"),
+    ("get:exit(1,before)", "get:exit"),
+    ("get:exit(0)", "get:exit(0)"),
+    ("  put : 2 * delay( 0.010 )  ", "put:2*delay(10ms)"),
+    ("put:delay(1.5)", "put:delay(1.5s)"),
+    ("put:delay(0.0002)", "put:delay(200us)"),
+    ("put:delay(1ms..1ms)", "put:delay(1ms)"),
+    ("put:delay(1000000ns)", "put:delay(1ms)"),
+    ("put:delay(1e3ms)", "put:delay(1s)"),
+    ("put:delay(1μs)", "put:delay(1us)"),
+    ("put:delay(0)", "put:delay(0s)"),
+    ("put:delay(.5..1.5)", "put:delay(500ms..1.5s)"),
+    ("put:50.0%drop", "put:50%drop"),
+    ("put:100%drop", "put:100%drop"),
+    ("put:33.3%3*drop", "put:33.3%3*drop"),
+    ("put:02*drop", "put:2*drop"),
+    ("put#3,1,2:drop", "put#1..3:drop"),
+    ("put#5..,7:drop", "put#5..:drop"),
+    ("put#1,3..4,4..6:drop", "put#1,3..6:drop"),
+    ("put#2..2:drop", "put#2:drop"),
+    ("put:raise(socket.timeout)", "put:raise(TimeoutError)"),
+    ("get:raise(Empty)", "get:raise(queue.Empty)"),
+    ("put:raise(Full)", "put:raise(queue.Full)"),
+    ("put:raise(_queue.Empty)", "put:raise(queue.Empty)"),
+    ("put:raise(json.JSONDecodeError)", "put:raise(json.decoder.JSONDecodeError)"),
+    ("put:raise(ValueError:'boom')", "put:raise(ValueError:boom)"),
+    ("put:raise(ValueError:  two words )", "put:raise(ValueError:two words)"),
+    ("put:raise(ValueError:a:b, c; d -> e)", "put:raise(ValueError:a:b, c; d -> e)"),
+    ("put:raise(ValueError:\"it's\")", 'put:raise(ValueError:"it\'s")'),
+    ("put:raise(ValueError:' x')", "put:raise(ValueError:' x')"),
+    ("put:drop()", "put:drop"),
+    ("put==(1,'a'):drop", "put==(1, 'a'):drop"),
+    ("put=='a:b;c':drop", "put=='a:b;c':drop"),
+    ("put@\"w\":drop", "put@w:drop"),
+    ("put@'my worker':drop", "put@'my worker':drop"),
+    ("put@w-[13]?*:drop", "put@w-[13]?*:drop"),
+    ("empty:return( False )", "empty:return(False)"),
+    ("qsize:return(0x10)", "qsize:return(16)"),
+    ("qsize:return(-1)", "qsize:return(-1)"),
+    (":drop", "drop"),
+    ("*:drop", "*:drop"),
+    ("drop", "drop"),
+    ("@w:kill", "@w:kill"),
+    ("#3:drop", "#3:drop"),
+    ("==b'x':drop", "==b'x':drop"),
+    ("put:gate(g1,before)", "put:gate(g1)"),
+    ("put:2*off->3*delay(1ms)->full", "put:2*off->3*delay(1ms)->full"),
+    ("empty:2*off->return(True)", "empty:2*off->return(True)"),
+    ("put # 3 == None : drop", "put#3==None:drop"),
+]
+
+
+@pytest.mark.parametrize(("spec", "canonical"), CANONICAL)
+def test_canonical_text(spec: str, canonical: str) -> None:
+    (fault,) = parse(spec)
+    assert str(fault) == canonical
+    assert parse(canonical) == [fault]
+    roundtrip(fault)
+
+
+@pytest.mark.parametrize(
+    ("fault", "text"),
+    [
+        (drop(), "drop"),
+        (drop(op="put"), "put:drop"),
+        (kill(), "kill"),
+        (kill(op="put"), "put:kill"),
+        (kill(signal=signal.SIGTERM, op="*"), "*:kill(SIGTERM)"),
+        (kill(signal=40), "kill(40)" if 40 not in set(signal.Signals) else "kill"),
+        (exit(), "exit"),
+        (delay(0.01, 0.005), "delay(10ms..15ms)"),
+        (delay(0.1, 0.2), "delay(100ms..300ms)"),
+        (delay(2), "delay(2s)"),
+        (delay(1e-7), "delay(0.1us)"),
+        (delay(5e-324), "delay(5e-318us)"),
+        (delay(1e300), "delay(1e300s)"),
+        (delay(-0.0), "delay(0s)"),
+        (pause(1.5), "pause(1.5s)"),
+        (drop(prob=1 / 3), "33.33333333333333%drop"),
+        (drop(prob=5e-324), "5e-322%drop"),
+        (drop(who="a b"), "@'a b':drop"),
+        (drop(who="x\ny"), "@'x\\ny':drop"),
+        (drop(item="x"), "=='x':drop"),
+        (drop(item=(None, -0.0, b"\x00")), "==(None, -0.0, b'\\x00'):drop"),
+        (drop(nth=[(1, 2), (4, None)]), "#1..2,4..:drop"),
+        (raise_(ValueError), "raise(ValueError)"),
+        (raise_(KeyError("k")), "raise(KeyError:k)"),
+        (raise_(ValueError("a\nb")), "raise(ValueError:'a\\nb')"),
+        (raise_(ValueError("(x)")), "raise(ValueError:'(x)')"),
+        (gate("g.1-x_2"), "gate(g.1-x_2)"),
+        (return_(3, op="qsize"), "qsize:return(3)"),
+    ],
+)
+def test_str(fault: Fault, text: str) -> None:
+    assert str(fault) == text
+    roundtrip(fault)
+
+
+def test_repr_is_the_dataclass_repr() -> None:
+    assert repr(drop(op="put")) == (
+        "Fault(action='drop', args=(), op='put', who=None, nth=None, times=None, prob=None,"
+        " item=ANY, next=None)"
+    )
+    assert repr(ANY) == "ANY"
+
+
+# -- exact float round trips ----------------------------------------------------------------
+
+TRICKY_FLOATS = [
+    0.0,
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    0.1,
+    0.2,
+    0.1 + 0.2,
+    1 / 3,
+    2 / 3,
+    1e-7,
+    1e-6,
+    0.000999,
+    0.001,
+    0.9999999999999999,
+    1.0,
+    1.0000000000000002,
+    123456789.12345679,
+    9007199254740993.0,
+    1e22,
+    1e23,
+]
+
+
+@pytest.mark.parametrize("x", TRICKY_FLOATS)
+def test_float_durations_round_trip_exactly(x: float) -> None:
+    for fault in (delay(x), pause(x), delay(x, x), delay(0.001, x), delay(x, 0.001)):
+        roundtrip(fault)
+        (back,) = parse(str(fault))
+        assert back.args == fault.args
+        assert all(type(a) is float for a in back.args)
+
+
+@pytest.mark.parametrize("p", [x for x in TRICKY_FLOATS if 0 < x <= 1])
+def test_float_probabilities_round_trip_exactly(p: float) -> None:
+    fault = drop(prob=p)
+    roundtrip(fault)
+    assert parse(str(fault))[0].prob == p
+
+
+def test_delay_range_text_keeps_the_jitter_exact() -> None:
+    (f,) = parse("delay(0.1..0.3)")
+    assert f.args == (0.1, 0.2)  # not 0.3 - 0.1 == 0.19999999999999998
+    (f,) = parse("delay(1.7e308..3.4e308)")  # the upper bound is no float
+    assert f.args == (1.7e308, 1.7e308)
+    roundtrip(f)
+
+
+# -- generated faults -----------------------------------------------------------------------
+
+_WEIRD = "abcXYZ019-_*?[]!@#:;=,.()'\" \\\n\té\u2028/>"
+_SPECIAL_FLOATS = [*TRICKY_FLOATS, 0.5, 0.25, 1e-9, 1e-3, 1e3]
+
+
+def _rand_float(rng: random.Random) -> float:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.choice(_SPECIAL_FLOATS)
+    if kind == 1:
+        (x,) = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))
+        return abs(x) if math.isfinite(x) else 1.5
+    if kind == 2:
+        return rng.random() * 10.0 ** rng.randint(-12, 12)
+    if kind == 3:
+        return rng.randint(0, 10**6) / 10 ** rng.randint(0, 9)
+    if kind == 4:
+        return round(rng.random() * 100, rng.randint(0, 4)) / 1000
+    return float(rng.randint(0, 1000))
+
+
+def _rand_prob(rng: random.Random) -> float:
+    kind = rng.randrange(4)
+    if kind == 0:
+        return rng.choice([1.0, 0.5, 0.1, 1 / 3, 5e-324, 2.220446049250313e-16, 0.9999999999999999])
+    if kind == 1:
+        return rng.randint(1, 100) / 100
+    if kind == 2:
+        return rng.random() ** rng.randint(1, 60) or 1.0
+    return rng.random() or 1.0
+
+
+def _rand_text(rng: random.Random, low: int, high: int) -> str:
+    if rng.random() < 0.5:
+        return "".join(rng.choice("abc-_*?0") for _ in range(max(low, rng.randint(low, high))))
+    return "".join(rng.choice(_WEIRD) for _ in range(rng.randint(low, high)))
+
+
+def _rand_literal(rng: random.Random, depth: int = 0) -> Any:
+    kind = rng.randrange(8 if depth < 2 else 7)
+    if kind == 0:
+        return None
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return rng.randint(-(2**70), 2**70) if rng.random() < 0.3 else rng.randint(-5, 5)
+    if kind == 3:
+        return _rand_float(rng) * rng.choice([1, -1])
+    if kind == 4:
+        return _rand_text(rng, 0, 6)
+    if kind == 5:
+        return _rand_text(rng, 0, 4).encode("utf-8")
+    if kind == 6:
+        return ()
+    return tuple(_rand_literal(rng, depth + 1) for _ in range(rng.randint(1, 3)))
+
+
+_EXCEPTIONS: list[tuple[str, str]] = [
+    ("builtins", "ValueError"),
+    ("builtins", "KeyboardInterrupt"),
+    ("builtins", "OSError"),
+    ("queue", "Full"),
+    ("queue", "Empty"),
+    ("json.decoder", "JSONDecodeError"),
+]
+_SELECTORS = [None, "*", *sorted(OPS)]
+
+
+def _rand_term(rng: random.Random, op: str | None) -> Fault:
+    action = rng.choice(F.ACTIONS)
+    kw: dict[str, Any] = {}
+    if rng.random() < 0.3:
+        kw["prob"] = _rand_prob(rng)
+    if rng.random() < 0.5:
+        kw["times"] = rng.randint(1, 5) if rng.random() < 0.9 else rng.randint(1, 2**63 - 1)
+    when = rng.choice(["before", "after"])
+    if action == "delay":
+        return delay(_rand_float(rng), _rand_float(rng) if rng.random() < 0.5 else 0.0, **kw)
+    if action == "pause":
+        return pause(_rand_float(rng), **kw)
+    if action == "kill":
+        return kill(when, rng.randint(1, signal.NSIG - 1), **kw)
+    if action == "exit":
+        return exit(rng.randint(0, 255), when, **kw)
+    if action == "gate":
+        return gate(rng.choice(["g1", "g.2", "a-b_c", "0"]), when, **kw)
+    if action == "raise":
+        module, qualname = rng.choice(_EXCEPTIONS)
+        return Fault("raise", (module, qualname, _rand_text(rng, 0, 8)), **kw)
+    if action == "return":
+        value = rng.randint(-3, 2**40) if op == "qsize" else rng.random() < 0.5
+        return return_(value, op=op, **kw)
+    return Fault(action, (), **kw)
+
+
+def random_fault(rng: random.Random) -> Fault:
+    """A random valid fault (invalid combinations are drawn again)."""
+    while True:
+        op = rng.choice(_SELECTORS)
+        try:
+            terms = [_rand_term(rng, op) for _ in range(rng.choice([1, 1, 1, 2, 3]))]
+            for term in terms[:-1]:
+                if term.times is None:
+                    terms[terms.index(term)] = Fault(
+                        term.action, term.args, op=term.op, times=1, prob=term.prob
+                    )
+            selectors: dict[str, Any] = {"op": op}
+            if rng.random() < 0.4:
+                selectors["who"] = _rand_text(rng, 1, 8)
+            if rng.random() < 0.4:
+                selectors["nth"] = rng.choice(
+                    [
+                        rng.randint(1, 9),
+                        range(rng.randint(1, 5), rng.randint(6, 9)),
+                        {rng.randint(1, 20) for _ in range(rng.randint(1, 4))},
+                        [(rng.randint(1, 9), None), rng.randint(1, 20)],
+                    ]
+                )
+            if rng.random() < 0.3:
+                selectors["item"] = _rand_literal(rng)
+            first = terms[0]
+            head = Fault(first.action, first.args, times=first.times, prob=first.prob, **selectors)
+            return chain(head, *terms[1:])
+        except FaultSpecError:
+            continue
+
+
+def test_generated_faults_round_trip() -> None:
+    rng = random.Random(20240611)
+    faults = [random_fault(rng) for _ in range(3000)]
+    actions = {term.action for fault in faults for term in fault.terms()}
+    assert actions == set(F.ACTIONS)
+    assert sum(fault.next is not None for fault in faults) > 300
+    assert sum(fault.item is not ANY for fault in faults) > 100
+    for fault in faults:
+        roundtrip(fault)
+    assert parse(format_plan(faults)) == faults
+    assert pickle.loads(pickle.dumps(faults)) == faults
+
+
+_TOKENS = [
+    *["put", "get", "put_nowait", "empty", "qsize", "*", "@", "#", "==", ":", "->", "(", ")"],
+    *["drop", "delay", "full", "kill", "exit", "raise", "return", "gate", "off", "pause"],
+    *["1", "3", "0", "10ms", "..", ",", "%", "*", "'", '"', "None", "after", "SIGTERM", "KILL"],
+    *[";", "\n", " ", "x", "2", "ValueError", "g1", "5", ".", "e", "-", "#c", "(1, 2)", "\\"],
+]
+
+
+def test_random_text_only_ever_raises_fault_spec_error() -> None:
+    rng = random.Random(7)
+    parsed = 0
+    for _ in range(20000):
+        text = "".join(rng.choice(_TOKENS) for _ in range(rng.randint(1, 9)))
+        try:
+            faults = parse(text, source="fuzz")
+        except FaultSpecError as error:
+            message = str(error)
+            assert "\n" not in message
+            assert message.startswith("bad fault spec ") and " from fuzz: " in message
+            continue
+        parsed += 1
+        assert parse(format_plan(faults)) == faults, text
+    assert parsed > 100
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+ERRORS = [
+    ("put:dorp", f"unknown action 'dorp' (expected one of: {', '.join(F.ACTIONS)})"),
+    (
+        "put",
+        f"unknown action 'put' (expected one of: {', '.join(F.ACTIONS)});"
+        " a spec is op:action, as in put:drop",
+    ),
+    (
+        "pt:drop",
+        "unknown op 'pt' (expected one of: put, put_nowait, get, get_nowait, qsize, empty, full,"
+        " close, join_thread, cancel_join_thread, task_done, join, *)",
+    ),
+    ("get:full", "action 'full' does not apply to op 'get' (it applies to: put, put_nowait)"),
+    ("get:duplicate", "action 'duplicate' does not apply to op 'get' (it applies to: put, put_nowait)"),
+    ("put:empty", "action 'empty' does not apply to op 'put' (it applies to: get, get_nowait)"),
+    (
+        "qsize:drop",
+        "action 'drop' does not apply to op 'qsize' (it applies to: put, put_nowait, get,"
+        " get_nowait)",
+    ),
+    ("2*full->empty", "the actions full, empty have no default op in common: give an op"),
+    ("*:2*full->empty", "the actions full, empty apply to no op in common"),
+    (
+        "put:",
+        "expected a term like drop, 2*delay(10ms) or 50%full (an action with optional pct% and"
+        " cnt*), got nothing",
+    ),
+    ("put:2*drop->", "expected a term like drop, 2*delay(10ms) or 50%full after '->', got nothing"),
+    (
+        "put:drop->full",
+        "chain term 'drop' needs a count (like '2*drop'): without one the terms after it never"
+        " apply",
+    ),
+    ("put:drop junk", "unexpected 'junk' after drop (expected '->' or the end of the spec)"),
+    ("put:delay(1ms", "unclosed '(' after delay"),
+    ("put:delay", "delay needs a duration like 10ms, 1.5s, 200us or 2, as in delay(10ms)"),
+    ("put:delay(-1ms)", "delay: expected a duration like 10ms, 1.5s, 200us or 2, got '-1ms'"),
+    ("put:delay(10xs)", "delay: expected a duration like 10ms, 1.5s, 200us or 2, got '10xs'"),
+    ("put:delay(10ms,5ms)", "delay takes a duration or a range like 1ms..20ms, got '10ms,5ms'"),
+    (
+        "put:delay(1..20ms)",
+        "delay range '1..20ms' ends before it starts (each bound has its own unit; a bare number"
+        " is seconds)",
+    ),
+    ("put:delay(1e400)", "delay: '1e400' is too large"),
+    ("put:delay(1e99999999999999999999)", "number '1e99999999999999999999' is out of range"),
+    ("put:pause(1ms..2ms)", "pause takes one duration, got '1ms..2ms'"),
+    ("put:pause()", "pause needs a duration like 10ms, 1.5s, 200us or 2, as in pause(10ms)"),
+    (
+        "put:kill(SIGFOO)",
+        "unknown signal 'SIGFOO' (expected a name like SIGTERM or KILL, or a number)",
+    ),
+    (
+        "put:kill(after,before)",
+        "kill takes at most one of before/after and one signal, got 'after,before'",
+    ),
+    ("put:kill(0)", f"kill: signal must be a signal number in 1..{signal.NSIG - 1}, got 0"),
+    ("put:exit(256)", "exit: code must be an int in 0..255, got 256"),
+    ("put:exit(-1)", "exit takes an exit code 0..255 and/or before/after, got '-1'"),
+    ("put:exit(1,)", "exit(1,) has an empty argument"),
+    ("put:drop(1)", "drop takes no arguments, got (1)"),
+    ("put:gate()", "gate needs a name, as in gate(g1)"),
+    ("put:gate(g,later)", "gate takes a name and optionally before/after, got 'g,later'"),
+    (
+        "put:gate(a b)",
+        "gate: name must be letters, digits, '_', '.' or '-' (not starting with '.' or '-'),"
+        " got 'a b'",
+    ),
+    (
+        "put:raise(Nope)",
+        "unknown exception 'Nope' (expected a builtin exception name like ValueError, Full,"
+        " Empty, or module.Name)",
+    ),
+    (
+        "put:raise(nosuchmodule.Oops)",
+        "unknown exception 'nosuchmodule.Oops' (expected a builtin exception name like"
+        " ValueError, Full, Empty, or module.Name)",
+    ),
+    ("put:raise(os.path)", "raise: 'os.path' is not an exception class"),
+    ("put:raise(len)", "'len' is not an exception class"),
+    ("put:raise(ValueError:)", "raise(ValueError:) has an empty message"),
+    ("put:raise(1x)", "raise needs an exception name like ValueError or module.Name, got '1x'"),
+    ("put:raise(ValueError:it's)", "unterminated string literal \"'s)\""),
+    (
+        "put:return(1)",
+        "return needs op qsize, empty or full (as in empty:return(False)), got op 'put'",
+    ),
+    (
+        "return(False)",
+        "return needs op qsize, empty or full (as in empty:return(False)), got no op",
+    ),
+    (
+        "*:return(True)",
+        "return needs op qsize, empty or full (as in empty:return(False)), got op '*'",
+    ),
+    ("qsize:return(True)", "return on qsize needs an int, got True"),
+    ("empty:return(3)", "return on empty needs a bool (True or False), got 3"),
+    ("empty:2*off->return(3)", "return on empty needs a bool (True or False), got 3"),
+    (
+        "empty:return(foo)",
+        "return value must be a Python literal like None, 3 or 'x', got 'foo'",
+    ),
+    (
+        "qsize:return([1])",
+        "return: value must be None, bool, int, float, str, bytes or a tuple of these, got [1]",
+    ),
+    ("put#0:drop", "nth call indexes start at 1, got '0'"),
+    ("put#3..1:drop", "nth range '3..1' is empty"),
+    (
+        "put#x:drop",
+        "nth must be N, N..M, N.. or a list of those like 1,3,5.. (1-based), got 'x'",
+    ),
+    ("put#9223372036854775808:drop", "nth: call indexes end at 2**63-1, got 9223372036854775808"),
+    ("put:0*drop", "a count must be at least 1, got 0*"),
+    ("put:99999999999999999999*drop", "count 9999999999999999999... is too large"),
+    ("put:0%drop", "a probability must be above 0% and at most 100%, got 0%"),
+    ("put:150%drop", "a probability must be above 0% and at most 100%, got 150%"),
+    (
+        "get==1:drop",
+        "an item selector (==1) only applies to put ops, and the ops of 'get' include none",
+    ),
+    (
+        "==1:empty",
+        "an item selector (==1) only applies to put ops, and the default ops of this fault"
+        " include none",
+    ),
+    (
+        "put==[1]:drop",
+        "item must be ANY or None, bool, int, float, str, bytes or a tuple of these, got [1]",
+    ),
+    ("put==foo:drop", "item must be a Python literal like None, 3 or 'x', got 'foo'"),
+    ("put==:drop", "expected an item literal after '=='"),
+    ("put@:drop", "expected a process name pattern after '@'"),
+    ("put@w@x:drop", "who 'w@x' needs quotes (write it as a Python string literal)"),
+    ("put@'':drop", "who must be a non-empty process name pattern, got ''"),
+    ("put@a'b:drop", "unterminated string literal \"'b:drop\""),
+    (
+        "put x:drop",
+        "unexpected 'x' in the target (expected op[@who][#nth][==item] before ':')",
+    ),
+    (
+        "put::drop",
+        "expected a term like drop, 2*delay(10ms) or 50%full (an action with optional pct% and"
+        " cnt*), got ':drop'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "reason"), ERRORS)
+def test_errors(spec: str, reason: str) -> None:
+    with pytest.raises(FaultSpecError) as info:
+        parse(f"get:empty; {spec}\nput:drop", source="--mpfault")
+    error = info.value
+    assert str(error) == f"bad fault spec {spec!r} from --mpfault: {reason}"
+    assert (error.reason, error.spec, error.source) == (reason, spec, "--mpfault")
+    assert isinstance(error, ValueError)
+    assert "\n" not in str(error)
+
+
+def test_error_default_source_and_long_spec() -> None:
+    with pytest.raises(FaultSpecError, match=r"^bad fault spec 'put:dorp' from string: "):
+        parse("put:dorp")
+    long = "put:" + "x" * 300
+    with pytest.raises(FaultSpecError) as info:
+        parse(long)
+    assert str(info.value).startswith(f"bad fault spec {long[:200] + '...'!r} from string: ")
+    assert info.value.spec == long
+
+
+def test_fault_spec_error_pickles() -> None:
+    with pytest.raises(FaultSpecError) as info:
+        parse("put:dorp", source="ini mpfault_faults")
+    back = pickle.loads(pickle.dumps(info.value))
+    assert str(back) == str(info.value)
+    assert (back.reason, back.spec, back.source) == (
+        info.value.reason,
+        "put:dorp",
+        "ini mpfault_faults",
+    )
+
+
+def test_parse_needs_a_string() -> None:
+    with pytest.raises(TypeError, match="fault specs must be a str, got bytes"):
+        parse(b"put:drop")  # type: ignore[arg-type]
+
+
+# -- separators and comments --------------------------------------------------------------
+
+
+def test_separators_blank_entries_and_comments() -> None:
+    text = """
+    # a comment, with an unbalanced ' quote
+    put#3:drop ; get:empty
+    ;;
+
+      # indented comment
+    #
+    #3:drop
+    #x: comments start with '#' not followed by a digit
+    put:raise(ValueError:a;b); put==';':drop
+    """
+    assert parse(text, source="ini mpfault_faults") == [
+        drop(op="put", nth=3),
+        empty(op="get"),
+        drop(nth=3),
+        raise_(ValueError("a;b"), op="put"),
+        drop(op="put", item=";"),
+    ]
+    assert parse("") == []
+    assert parse(" ; \n ;") == []
+    assert parse("# only a comment") == []
+
+
+def test_format_plan() -> None:
+    plan = [drop(op="put", nth=3), delay(0.01, op="get", prob=0.2)]
+    assert format_plan(plan) == "put#3:drop; get:20%delay(10ms)"
+    assert format_plan([]) == ""
+    assert parse(format_plan(plan)) == plan
+
+
+# -- data model -----------------------------------------------------------------------------
+
+
+def test_constants() -> None:
+    assert PUT_OPS == {"put", "put_nowait"}
+    assert GET_OPS == {"get", "get_nowait"}
+    assert OPS == {
+        *PUT_OPS,
+        *GET_OPS,
+        *["qsize", "empty", "full", "close", "join_thread", "cancel_join_thread"],
+        *["task_done", "join"],
+    }
+    assert F.ACTIONS == (
+        "delay",
+        "full",
+        "empty",
+        "drop",
+        "duplicate",
+        "kill",
+        "exit",
+        "pause",
+        "raise",
+        "return",
+        "off",
+        "gate",
+    )
+
+
+def test_any_is_a_picklable_singleton() -> None:
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert pickle.loads(pickle.dumps(ANY, protocol)) is ANY
+    assert drop().item is ANY
+    assert drop(item=None).item is None
+    assert drop(item=None) != drop()
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_faults_pickle(protocol: int) -> None:
+    faults = [fault for _, fault in EXAMPLES]
+    back = pickle.loads(pickle.dumps(faults, protocol))
+    assert back == faults
+    for old, new in zip(faults, back):
+        assert new.ops() == old.ops()
+        assert new.item is ANY or old.item is not ANY
+        assert str(new) == str(old)
+
+
+def test_faults_are_frozen_values() -> None:
+    fault = drop(op="put", nth=3)
+    with pytest.raises(AttributeError):
+        fault.op = "get"  # type: ignore[misc]
+    assert fault == drop(op="put", nth=[3])
+    assert len({fault, drop(op="put", nth=range(3, 4)), drop()}) == 2
+    assert chain(off(times=2), drop()) == parse("2*off->drop")[0]
+
+
+def test_fault_constructor_normalises() -> None:
+    assert Fault("drop", nth=3) == drop(nth=3)  # type: ignore[arg-type]
+    assert Fault("kill").args == ("before", SIGKILL)
+    assert Fault("kill", ("after",)).args == ("after", SIGKILL)
+    assert Fault("exit").args == (1, "before")
+    assert Fault("delay", (1,)).args == (1.0, 0.0)
+    assert type(Fault("delay", (1,)).args[0]) is float
+    assert Fault("gate", ["g"]).args == ("g", "before")  # type: ignore[arg-type]
+    assert Fault("raise", ("_queue", "Empty")).args == ("queue", "Empty", "")
+    assert Fault("raise", ("socket", "timeout", "x")).args == ("builtins", "TimeoutError", "x")
+    assert Fault("drop", prob=1).prob == 1.0
+    assert kill(signal=signal.SIGTERM).args == ("before", SIGTERM)
+    assert type(kill(signal=signal.SIGTERM).args[1]) is int
+
+
+@pytest.mark.parametrize(
+    ("nth", "normalised"),
+    [
+        (3, ((3, 3),)),
+        ({1, 2, 3}, ((1, 3),)),
+        ([1, 2], ((1, 2),)),
+        (range(2, 5), ((2, 4),)),
+        ([(5, None), 1], ((1, 1), (5, None))),
+        ([(1, 4), (2, 3)], ((1, 4),)),
+        ([(1, 4), (5, 6), 9], ((1, 6), (9, 9))),
+        ([(3, None), (1, 10)], ((1, None),)),
+        (((2, 4), (8, None)), ((2, 4), (8, None))),
+        (frozenset({7, 1}), ((1, 1), (7, 7))),
+    ],
+)
+def test_nth_normalisation(nth: Any, normalised: Any) -> None:
+    assert drop(nth=nth).nth == normalised
+
+
+def test_nth_contains() -> None:
+    fault = drop(nth=[1, (3, 5), (10, None)])
+    assert [n for n in range(1, 13) if fault.nth_contains(n)] == [1, 3, 4, 5, 10, 11, 12]
+    assert fault.nth_contains(10**18)
+    assert not drop(nth=2).nth_contains(1)
+    assert not drop(nth=2).nth_contains(3)
+    assert all(drop().nth_contains(n) for n in (1, 2, 1000))
+
+
+def test_ops() -> None:
+    assert drop().ops() == PUT_OPS
+    assert drop(op="get").ops() == GET_OPS
+    assert drop(op="get_nowait").ops() == {"get_nowait"}
+    assert drop(op="*").ops() == PUT_OPS | GET_OPS
+    assert full().ops() == full(op="*").ops() == PUT_OPS
+    assert empty().ops() == GET_OPS
+    assert duplicate(op="put_nowait").ops() == {"put_nowait"}
+    assert delay(1).ops() == OPS
+    assert kill(op="*").ops() == OPS
+    assert kill(op="close").ops() == {"close"}
+    assert return_(False, op="full").ops() == {"full"}
+    assert delay(1, item=None).ops() == PUT_OPS
+    assert delay(1, op="*", item=None).ops() == PUT_OPS
+    assert chain(off(times=2), drop()).ops() == PUT_OPS
+    assert chain(off(op="*", times=2), drop()).ops() == PUT_OPS | GET_OPS
+    assert chain(delay(1, times=2), kill()).ops() == OPS
+    assert chain(off(op="*", times=1), full()).ops() == PUT_OPS
+    tail = chain(off(times=1), drop()).next
+    assert tail is not None and tail.ops() == frozenset()
+
+
+def test_matches() -> None:
+    fault = drop(op="put", who="producer-*")
+    assert fault.matches("put", "producer-1", 1, True)
+    assert fault.matches("put_nowait", "producer-2", 1, True)
+    assert not fault.matches("get", "producer-1", None, False)
+    assert not fault.matches("put", "consumer-1", 1, True)
+    assert not fault.matches("put", "Producer-1", 1, True)  # case matters
+    assert not fault.matches("nonsense", "producer-1", 1, True)
+    assert drop().matches("put", "anyone", object(), True)
+    assert delay(1, who="w-[13]").matches("qsize", "w-3", None, False)
+    assert not delay(1, who="w-[13]").matches("qsize", "w-2", None, False)
+
+    sentinel = drop(item=None)
+    assert sentinel.matches("put", "p", None, True)
+    assert not sentinel.matches("put", "p", 0, True)
+    assert not sentinel.matches("put", "p", None, False)
+    assert not sentinel.matches("get", "p", None, True)
+    assert drop(item=("stop", 1)).matches("put", "p", ("stop", 1), True)
+    assert not drop(item=("stop", 1)).matches("put", "p", ["stop", 1], True)
+
+    class RaisingEq:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing")
+
+        __hash__ = object.__hash__
+
+    class ArrayLike:
+        def __eq__(self, other: object) -> Any:
+            return self
+
+        def __bool__(self) -> bool:
+            raise ValueError("ambiguous truth value")
+
+        __hash__ = object.__hash__
+
+    assert not drop(item=1).matches("put", "p", RaisingEq(), True)
+    assert not drop(item=1).matches("put", "p", ArrayLike(), True)
+
+
+def test_needs_counter_and_terms() -> None:
+    assert not drop().needs_counter
+    assert not drop(prob=0.5, who="x").needs_counter
+    assert drop(nth=3).needs_counter
+    assert drop(times=1).needs_counter
+    fault = chain(off(times=2), delay(0.001, times=3), drop())
+    assert fault.needs_counter
+    assert [(t.action, t.times) for t in fault.terms()] == [("off", 2), ("delay", 3), ("drop", None)]
+    assert [t.op for t in fault.terms()] == [None, None, None]
+    assert list(drop().terms()) == [drop()]
+
+
+def test_chain() -> None:
+    fault = chain(delay(0.01, op="put", who="p-*", nth=[(2, None)], times=2), full(prob=0.5))
+    assert str(fault) == "put@p-*#2..:2*delay(10ms)->50%full"
+    assert chain(chain(off(times=1), drop(times=1)), full()) == parse("1*off->1*drop->full")[0]
+    assert chain(drop()) == drop()
+    # a later term may repeat the first term's op (return_ needs one)
+    lie = chain(off(op="empty", times=2), return_(True, op="empty"))
+    assert str(lie) == "empty:2*off->return(True)"
+    assert lie.next is not None and lie.next.op is None
+
+
+def test_make_exception() -> None:
+    error = raise_(ValueError("boom")).make_exception()
+    assert type(error) is ValueError and error.args == ("boom",)
+    assert type(raise_(queue.Full).make_exception()) is queue.Full
+    assert raise_(queue.Full).make_exception().args == ()
+    assert type(parse("get:raise(Empty:x)")[0].make_exception()) is queue.Empty
+    with pytest.raises(TypeError, match="fault 'put:drop' does not raise an exception"):
+        drop(op="put").make_exception()
+
+
+def test_raise_stores_module_and_qualname() -> None:
+    assert raise_(ValueError).args == ("builtins", "ValueError", "")
+    assert raise_(queue.Empty).args == ("queue", "Empty", "")
+    assert raise_(socket.timeout("t")).args == ("builtins", "TimeoutError", "t")
+    assert raise_(json.JSONDecodeError).args == ("json.decoder", "JSONDecodeError", "")
+    assert raise_(KeyError("k")).args == ("builtins", "KeyError", "k")
+    assert raise_(OSError(2, "gone")).args == ("builtins", "FileNotFoundError", "[Errno 2] gone")
+    assert raise_(KeyboardInterrupt).args == ("builtins", "KeyboardInterrupt", "")
+
+
+# -- constructor validation -----------------------------------------------------------------
+
+
+class _Local(Exception):
+    pass
+
+
+def _local_exception_class() -> type[Exception]:
+    class Inner(Exception):
+        pass
+
+    return Inner
+
+
+CONSTRUCTOR_ERRORS: list[tuple[Callable[[], object], str]] = [
+    (lambda: delay(-1), "delay: seconds must be a finite number of seconds >= 0, got -1"),
+    (lambda: delay(math.nan), "delay: seconds must be a finite number of seconds >= 0, got nan"),
+    (lambda: delay(math.inf), "delay: seconds must be a finite number of seconds >= 0, got inf"),
+    (lambda: delay(10**400), "delay: seconds must be a finite number of seconds >= 0, got 1000"),
+    (lambda: delay(1, -0.5), "delay: jitter must be a finite number of seconds >= 0, got -0.5"),
+    (lambda: delay("1"), "delay: seconds must be a number of seconds, got '1'"),  # type: ignore[arg-type]
+    (lambda: delay(True), "delay: seconds must be a number of seconds, got True"),
+    (lambda: pause(-0.5), "pause: seconds must be a finite number of seconds >= 0, got -0.5"),
+    (lambda: kill("later"), "kill: when must be 'before' or 'after', got 'later'"),
+    (lambda: kill(signal=0), "kill: signal must be a signal number in 1..64, got 0"),
+    (lambda: exit(256), "exit: code must be an int in 0..255, got 256"),
+    (lambda: exit(True), "exit: code must be an int in 0..255, got True"),
+    (lambda: exit(1, "now"), "exit: when must be 'before' or 'after', got 'now'"),
+    (lambda: gate("a b"), "gate: name must be letters, digits"),
+    (lambda: gate("-x"), "gate: name must be letters, digits"),
+    (lambda: gate("g", "soon"), "gate: when must be 'before' or 'after', got 'soon'"),
+    (lambda: drop(prob=0), "prob must be a number in (0, 1], got 0"),
+    (lambda: drop(prob=1.5), "prob must be a number in (0, 1], got 1.5"),
+    (lambda: drop(prob=math.nan), "prob must be a number in (0, 1], got nan"),
+    (lambda: drop(prob=True), "prob must be a number in (0, 1], got True"),
+    (lambda: drop(times=0), "times must be an int in 1..2**63-1, got 0"),
+    (lambda: drop(times=1.5), "times must be an int in 1..2**63-1, got 1.5"),  # type: ignore[arg-type]
+    (lambda: drop(times=2**63), "times must be an int in 1..2**63-1, got 9223372036854775808"),
+    (lambda: drop(who=""), "who must be a non-empty process name pattern, got ''"),
+    (lambda: drop(op="pt"), "unknown op 'pt' (expected one of: put, put_nowait, get"),
+    (lambda: drop(op="qsize"), "action 'drop' does not apply to op 'qsize'"),
+    (lambda: full(op="get"), "action 'full' does not apply to op 'get'"),
+    (lambda: empty(op="put"), "action 'empty' does not apply to op 'put'"),
+    (lambda: duplicate(op="get"), "action 'duplicate' does not apply to op 'get'"),
+    (lambda: drop(item=[1]), "item must be ANY or None, bool, int, float, str, bytes or a tuple"),
+    (lambda: drop(item=math.nan), "item must be ANY or None, bool, int, float, str, bytes"),
+    (lambda: drop(item=(1, [2])), "item must be ANY or None, bool, int, float, str, bytes"),
+    (lambda: drop(item=signal.SIGTERM), "item must be ANY or None, bool, int, float, str, bytes"),
+    (lambda: drop(item=10**4000), "item must be ANY or None, bool, int, float, str, bytes"),
+    (lambda: drop(op="get", item=1), "an item selector (==1) only applies to put ops"),
+    (lambda: drop(nth=0), "nth: call indexes start at 1, got 0"),
+    (lambda: drop(nth=[]), "nth: selects no call (empty)"),
+    (lambda: drop(nth=range(3, 3)), "nth: a range must be non-empty with step 1, got range(3, 3)"),
+    (lambda: drop(nth=range(1, 9, 2)), "nth: a range must be non-empty with step 1"),
+    (lambda: drop(nth="3"), "nth: expected an int, a range, or call indexes"),  # type: ignore[arg-type]
+    (lambda: drop(nth=True), "nth: expected an int, a range, or call indexes"),
+    (lambda: drop(nth=[(3, 1)]), "nth: interval (3, 1) is empty"),
+    (lambda: drop(nth=[1.5]), "nth: expected call indexes (int) or (lo, hi) intervals, got 1.5"),  # type: ignore[list-item]
+    (lambda: return_(True), "return needs op qsize, empty or full"),
+    (lambda: return_([1], op="empty"), "return: value must be None, bool, int, float, str"),
+    (lambda: return_(1, op="empty"), "return on empty needs a bool (True or False), got 1"),
+    (lambda: return_(True, op="qsize"), "return on qsize needs an int, got True"),
+    (lambda: raise_(42), "raise: expected an exception class or instance, got 42"),  # type: ignore[arg-type]
+    (lambda: raise_(int), "raise: expected an exception class or instance, got <class 'int'>"),  # type: ignore[arg-type]
+    (lambda: raise_(_local_exception_class()), "raise: exception class <class"),
+    (lambda: Fault("nope"), "unknown action 'nope' (expected one of: delay, full"),
+    (lambda: Fault("drop", (1,)), "drop takes no arguments, got (1,)"),
+    (lambda: Fault("delay", ()), "delay takes 1 to 2 arguments, got 0: ()"),
+    (lambda: Fault("raise", ("builtins", "Nope")), "raise: exception 'Nope' not found"),
+    (lambda: Fault("raise", ("nosuchmodule", "X")), "raise: exception 'nosuchmodule.X' not found"),
+    (lambda: Fault("raise", ("os", "sep")), "raise: 'os.sep' is not an exception class"),
+    (lambda: Fault("raise", ("builtins", "ValueError", 3)), "raise: message must be a string"),
+    (lambda: chain(drop(), full()), "chain term 'drop' needs a count (like '2*drop')"),
+    (lambda: chain(off(times=1), drop(who="x")), "chain: only the first term may have op, who"),
+    (lambda: chain(off(times=1), drop(op="get")), "chain: only the first term may have op, who"),
+    (lambda: chain(off(times=1), drop(nth=2)), "chain: only the first term may have op, who"),
+    (lambda: chain(off(times=1), drop(item=1)), "chain: only the first term may have an item"),
+    (lambda: chain(full(times=1), empty()), "the actions full, empty have no default op"),
+    (lambda: chain(off(op="get", times=1), full()), "action 'full' does not apply to op 'get'"),
+    (
+        lambda: Fault("off", times=1, next=drop(op="put")),
+        "only the first term of a chain may have op, who, nth or item selectors, not 'drop'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "message"), CONSTRUCTOR_ERRORS)
+def test_constructor_errors(make: Callable[[], object], message: str) -> None:
+    with pytest.raises(FaultSpecError) as info:
+        make()
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+    assert info.value.spec is None
+
+
+def test_module_level_exception_classes_are_accepted() -> None:
+    fault = raise_(_Local("x"))
+    assert fault.args[1:] == ("_Local", "x")
+    roundtrip(fault)
+
+
+# -- modules --------------------------------------------------------------------------------
+
+
+def test_public_module_reexports_the_runtime_names() -> None:
+    assert set(public.__all__) == set(F.__all__)
+    for name in public.__all__:
+        assert getattr(public, name) is getattr(F, name)
+    for name in public.__all__:
+        if callable(getattr(public, name)):
+            assert getattr(public, name).__doc__, name
+
+
+def test_runtime_module_imports_only_the_standard_library() -> None:
+    source = Path(F.__file__).read_text(encoding="utf-8")
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "no relative imports in the runtime"
+            assert node.module is not None
+            imported.add(node.module.split(".")[0])
+    imported.discard("__future__")
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+def test_docstrings_of_public_names() -> None:
+    for name in F.__all__:
+        obj = getattr(F, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), name
+    for method in ("terms", "ops", "matches", "nth_contains", "make_exception"):
+        assert getattr(Fault, method).__doc__, method
+    assert Fault.needs_counter.__doc__
+
+
+def test_regexes_are_not_catastrophic() -> None:
+    # a long run of digits and dots must fail fast, not backtrack
+    text = "put:delay(" + "1." * 5000 + ")"
+    with pytest.raises(FaultSpecError):
+        parse(text)

@@ -1,0 +1,218 @@
+"""The plugin seen from pytest: reports of failing tests, and no process left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from procs import wait_gone
+
+METHODS = ["fork", "spawn", "forkserver"]
+
+TARGETS = '''
+import os, queue, signal, sys
+import pytest
+
+def boom():
+    raise ValueError("child says no")
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def stuck(ready, q):
+    ready.put(os.getpid())
+    q.get()  # STUCK-LINE
+
+def livelock(ready, q):
+    ready.put(os.getpid())
+    while True:
+        try:
+            q.get(timeout=0.05)  # LIVELOCK-LINE
+        except queue.Empty:
+            pass
+
+def chatty():
+    print("hello from the child")
+    print("complaint from the child", file=sys.stderr)
+    return 1
+
+def record(pid):
+    path = os.environ.get("MPF_PIDS")
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{pid}\\n")
+
+def start_stuck(h, n=2):
+    ready, q = h.queue(), h.queue()
+    children = [h.spawn(stuck, ready, q) for _ in range(n)]
+    for _ in children:
+        record(ready.get(timeout=60))
+    return children
+'''
+
+
+def test_failure_reports(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_reports=TARGETS
+        + '''
+def test_exc(mpfault):
+    mpfault.spawn(boom).result(timeout=60)
+
+def test_kill(mpfault):
+    mpfault.spawn(die).result(timeout=60)
+
+def test_hang(mpfault):
+    start_stuck(mpfault, 1)[0].result(timeout=0.5)
+
+@pytest.mark.mpfault(deadline=3)
+def test_livelock(mpfault):
+    ready, q = mpfault.queue(), mpfault.queue()
+    c = mpfault.spawn(livelock, ready, q)
+    ready.get(timeout=60)
+    c.result()
+
+def test_output(mpfault):
+    assert mpfault.spawn(chatty).result(timeout=60) == 2
+'''
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(failed=15)
+    out = result.stdout.str()
+    for m in METHODS:
+        # the child's exception and traceback, in the test's failure
+        assert re.search(
+            rf"ChildError: child 'boom-1' \(pid \d+, {m}\) raised ValueError: child says no",
+            out,
+        )
+        # the signal that killed the child
+        assert re.search(rf"child 'die-1' \(pid \d+, {m}\) was killed by SIGKILL", out)
+        assert f"test_hang[{m}]" in out and f"test_livelock[{m}]" in out
+    assert out.count('raise ValueError("child says no")') >= 3
+    assert out.count("result(timeout=0.5) of child 'stuck-1': it timed out after 0.5s") == 3
+    assert out.count("q.get()  # STUCK-LINE") >= 3
+    assert out.count("the test's deadline of 3.0s ran out") == 3
+    assert out.count("q.get(timeout=0.05)  # LIVELOCK-LINE") >= 3
+    # child output in a report section of its own
+    assert out.count("Captured stdout (mpfault child chatty-1) call") == 3
+    assert out.count("Captured stderr (mpfault child chatty-1) call") == 3
+    assert out.count("hello from the child") >= 3
+    # the mpfault section: seed, replay line, children, timeline
+    assert out.count("replay: pytest 'test_reports.py::test_kill[") == 3
+    assert re.search(r"die-1 \(pid \d+\): killed by SIGKILL", out)
+
+
+def test_junitxml_carries_child_output(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_junit=TARGETS
+        + '''
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_output(mpfault):
+    assert mpfault.spawn(chatty).result(timeout=60) == 2
+'''
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--junitxml=out.xml", "-o", "junit_logging=all", timeout=120
+    )
+    result.assert_outcomes(failed=1)
+    xml = (pytester.path / "out.xml").read_text()
+    assert "hello from the child" in xml
+    assert "complaint from the child" in xml
+
+
+def _pids(path: os.PathLike[str] | str) -> list[int]:
+    with open(path) as f:
+        return [int(x) for x in f.read().split()]
+
+
+LEAK_TESTS = '''
+def test_fails(mpfault):
+    start_stuck(mpfault)
+    assert False, "failing on purpose"
+
+@pytest.mark.timeout(3, method="signal")
+def test_timeout_signal(mpfault):
+    start_stuck(mpfault)[0].result()
+
+@pytest.mark.timeout(3, method="thread")
+def test_timeout_thread(mpfault):
+    start_stuck(mpfault)[0].result()
+
+def test_interrupted(mpfault):
+    start_stuck(mpfault)
+    raise KeyboardInterrupt
+'''
+
+
+@pytest.mark.parametrize(
+    ("test", "method"),
+    [
+        (t, m)
+        for t in ["test_fails", "test_timeout_signal", "test_timeout_thread", "test_interrupted"]
+        for m in METHODS
+    ],
+)
+def test_no_process_left_behind(pytester: pytest.Pytester, test: str, method: str) -> None:
+    pytester.makepyfile(test_leaks=TARGETS + LEAK_TESTS)
+    pids = pytester.path / "pids"
+    os.environ["MPF_PIDS"] = str(pids)
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p", "no:cacheprovider", f"test_leaks.py::{test}[{method}]", timeout=120
+        )
+    finally:
+        del os.environ["MPF_PIDS"]
+    if test == "test_timeout_thread":
+        assert result.ret != 0  # pytest-timeout's thread method os._exit()s pytest
+    elif test == "test_interrupted":
+        assert result.ret == pytest.ExitCode.INTERRUPTED
+    else:
+        result.assert_outcomes(failed=1)
+    found = _pids(pids)
+    assert len(found) == 2
+    assert wait_gone(found, 10) == [], "children outlived the test"
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_no_process_left_after_pytest_is_sigkilled(pytester: pytest.Pytester, method: str) -> None:
+    pytester.makepyfile(
+        test_sigkill=TARGETS
+        + '''
+def test_blocks(mpfault):
+    start_stuck(mpfault)
+    print("READY", flush=True)
+    sys.__stdout__.write("READY\\n")
+    sys.__stdout__.flush()
+    mpfault.children[0].result()
+'''
+    )
+    pids = pytester.path / "pids"
+    env = dict(os.environ, MPF_PIDS=str(pids))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s",
+         f"test_sigkill.py::test_blocks[{method}]"],
+        cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    seen = b""
+    end = time.monotonic() + 120
+    while b"READY" not in seen and time.monotonic() < end:
+        if sel.select(end - time.monotonic()):
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            seen += chunk
+    assert b"READY" in seen, seen.decode(errors="replace")
+    found = _pids(pids)
+    assert len(found) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    proc.stdout.close()
+    assert wait_gone(found, 10) == [], "children outlived the SIGKILLed pytest"

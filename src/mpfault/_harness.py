@@ -618,8 +618,26 @@ class Harness:
             else f"it timed out after {waited:.3g}s"
         )
         body = "\n\n".join(f"--- {name} ---\n{text}" for name, text in stacks.items())
-        msg = f"{call}: {why}.\n\nStacks of the test's live children:\n{body or '(none)'}"
+        msg = f"{call}: {why}."
+        undrained = self._undrained()
+        if undrained:
+            msg += "\n\nQueues with items put and never got:\n" + "\n".join(undrained)
+        msg += f"\n\nStacks of the test's live children:\n{body or '(none)'}"
         return Hang(msg, call=call, stacks=stacks)
+
+    def _undrained(self) -> list[str]:
+        try:
+            hist = self.history
+        except Exception:  # a report must not fail on a damaged log
+            return []
+        out = []
+        by_queue: dict[str, list[str]] = {}
+        for item in hist.lost():
+            by_queue.setdefault(item.queue, []).append(f"{item.value} (by {item.process})")
+        for q, items in by_queue.items():
+            shown = ", ".join(items[:5]) + (f", ... {len(items) - 5} more" if len(items) > 5 else "")
+            out.append(f"  {q!r}: {len(items)} item(s): {shown}")
+        return out
 
     def stacks(self) -> dict[str, str]:
         """The stack of every live child, by name (see :meth:`Child.stack`)."""

@@ -113,6 +113,7 @@ def reap(procs: Iterable[BaseProcess], grace: float = GRACE) -> None:
     end = time.monotonic() + grace
     for p in procs:
         p.join(max(0.0, end - time.monotonic()))
+    grace = max(grace, GRACE)
     for step in ("terminate", "kill"):
         alive = [p for p in procs if p.exitcode is None]
         if not alive:
@@ -125,12 +126,6 @@ def reap(procs: Iterable[BaseProcess], grace: float = GRACE) -> None:
         end = time.monotonic() + grace
         for p in alive:
             p.join(max(0.0, end - time.monotonic()))
-    for p in procs:
-        if p.exitcode is not None:
-            try:
-                p.close()
-            except ValueError:
-                pass
 
 
 def _proc_state(path: str) -> str | None:
@@ -298,6 +293,10 @@ class CheckContext:
         """Call *fn* when the check ends (before children are reaped)."""
         self._cleanups.append(fn)
 
+    def stop(self, *procs: BaseProcess) -> None:
+        """Stop *procs* now: terminate, join, then kill and join if needed (bounded)."""
+        reap(procs, grace=0.0)
+
     def reap(self, *procs: BaseProcess) -> None:
         """Reap *procs* now (bounded waits), or every child started so far."""
         reap(procs or self._procs)
@@ -372,6 +371,11 @@ class CheckContext:
             except Exception:
                 pass
         reap(self._procs)
+        for p in self._procs:
+            try:
+                p.close()
+            except ValueError:  # still running after kill: leave it to the GC
+                pass
         for q in self._queues:
             _discard_queue(q)
         self._procs.clear()

@@ -15,7 +15,6 @@ method.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import queue as _queue
@@ -56,14 +55,6 @@ def _block_timeout(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     block = args[i] if len(args) > i else kwargs.get("block", True)
     timeout = args[i + 1] if len(args) > i + 1 else kwargs.get("timeout")
     return bool(block), timeout
-
-
-def _make_exception(term: Fault) -> BaseException:
-    module, qualname, message = term.args
-    obj: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj(message) if message else obj()  # type: ignore[no-any-return]
 
 
 class FaultQueue:
@@ -284,7 +275,7 @@ class FaultQueue:
                 elif action in ("kill", "exit"):
                     self._die(st, index, term, op)
                 elif action == "raise":
-                    exc = _make_exception(term)
+                    exc = term.make_exception()
                     note(index, term, f"raise {type(exc).__name__}")
                     raise exc
                 elif action == "full" or action == "empty":
@@ -343,7 +334,10 @@ class FaultQueue:
         rec = st.recorder
         if term.action == "kill":
             when, sig = term.args
-            signame = signal.Signals(sig).name
+            try:
+                signame = signal.Signals(sig).name
+            except ValueError:
+                signame = f"signal {sig}"
             rec.mark("fault", self._name, f"{op}: kill {signame} ({when}) [{term}]", index)
             rec.mark("kill", self._name, signame, index)
             os.kill(os.getpid(), sig)

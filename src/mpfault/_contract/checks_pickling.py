@@ -1,0 +1,257 @@
+"""Rows 36-41: serialization failures and large objects."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import queue
+import tempfile
+import threading
+import time
+from multiprocessing import queues as mpqueues
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from . import _children
+from .context import CheckContext
+from .model import Mismatch, Outcome, failed, passed
+from .registry import check
+
+
+class _Capture:
+    """Mixin: keep the feeder's errors instead of printing them (CPython's SafeQueue)."""
+
+    def _capture_init(self) -> None:
+        self.feeder_errors: list[BaseException] = []
+        self.feeder_error_seen = threading.Event()
+
+    def _on_queue_feeder_error(self, e: BaseException, obj: Any) -> None:
+        self.feeder_errors.append(e)
+        self.feeder_error_seen.set()
+
+
+class CapturingQueue(_Capture, mpqueues.Queue):  # type: ignore[type-arg]
+    """A ``multiprocessing.Queue`` that records feeder errors (bpo-30006 hook)."""
+
+    def __init__(self, maxsize: int = 0, *, ctx: BaseContext) -> None:
+        super().__init__(maxsize, ctx=ctx)
+        self._capture_init()
+
+
+class CapturingJoinableQueue(_Capture, mpqueues.JoinableQueue):  # type: ignore[type-arg]
+    """A ``multiprocessing.JoinableQueue`` that records feeder errors."""
+
+    def __init__(self, maxsize: int = 0, *, ctx: BaseContext) -> None:
+        super().__init__(maxsize, ctx=ctx)
+        self._capture_init()
+
+
+def capturing(cx: CheckContext) -> Any:
+    """A fresh Q or JQ (as the check's kind) whose feeder errors are recorded."""
+    cls = CapturingJoinableQueue if cx.kind == "JQ" else CapturingQueue
+    return cx.track(cls(0, ctx=cx.mp))
+
+
+def wait_feeder_error(cx: CheckContext, q: Any) -> BaseException:
+    """The first error q's feeder reported; :class:`Mismatch` if none comes in time."""
+    if not q.feeder_error_seen.wait(cx.deadline):
+        raise Mismatch(f"the feeder reported no error within {cx.deadline:g} s")
+    return q.feeder_errors[0]  # type: ignore[no-any-return]
+
+
+@check(
+    row=36,
+    slug="unpicklable-put-does-not-raise",
+    title="put() of an unpicklable object returns; the feeder reports the error, drops the "
+    "item, releases its slot and keeps running",
+    kind="detail",
+    source=(
+        "Code _feed l.273-290 (_on_queue_feeder_error, bpo-30414, bpo-33078, bpo-30006). "
+        "Undocumented; gh-84376 open"
+    ),
+    kinds=("Q", "JQ"),
+    expect="put(Unpicklable()) returns; feeder error TypeError; next put/get work; qsize() 0",
+)
+def unpicklable_put(cx: CheckContext) -> Outcome:
+    """Row 36."""
+    q = capturing(cx)
+    cx.immediate("put(Unpicklable())", None, lambda: q.put(_children.Unpicklable()), attempts=1)
+    err = wait_feeder_error(cx, q)
+    q.put("after")
+    got = q.get(timeout=cx.deadline)
+    size = q.qsize()
+    cx.figure(error=f"{type(err).__name__}: {err}")
+    if not isinstance(err, (TypeError, pickle.PicklingError, AttributeError)):
+        return failed(f"the feeder reported {type(err).__name__}: {err}")
+    if got != "after":
+        return failed(f"the next get() returned {got!r}")
+    if size != 0:
+        return failed(f"qsize() is {size} after the only good item was got")
+    return passed(f"put() returned; the feeder reported {type(err).__name__}; queue usable")
+
+
+@check(
+    row=37,
+    slug="unpicklable-at-exit-is-silent",
+    title="an unpicklable item put just before the process exits is dropped silently",
+    kind="detail",
+    source=(
+        "Code _feed: if is_exiting(): info('error in queue thread: %s', e); return. "
+        "gh-79423 (bpo-35242, open)"
+    ),
+    kinds=("Q", "JQ"),
+    not_platforms=("win32",),
+    expect="child puts 20 items then Unpicklable() and returns: exit 0, 20 items, no stderr",
+)
+def unpicklable_at_exit(cx: CheckContext) -> Outcome:
+    """Row 37."""
+    fd, path = tempfile.mkstemp(prefix="mpfault-contract-", suffix=".err")
+    os.close(fd)
+    cx.on_cleanup(lambda: os.unlink(path))
+    q = cx.make()
+    items: list[Any] = [("item", i) for i in range(20)]
+    p = cx.start(_children.put_and_exit, q, [*items, _children.Unpicklable()], "return", None, None, path)
+    got = []
+    for _ in items:
+        try:
+            got.append(q.get(timeout=cx.deadline))
+        except queue.Empty:
+            break
+    p.join(cx.deadline)
+    try:
+        extra: Any = q.get(timeout=0.05)
+    except queue.Empty:
+        extra = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        err = f.read()
+    noisy = "Traceback" in err or "pickle" in err
+    cx.figure(**{"stderr bytes": len(err)})
+    if p.exitcode != 0:
+        return failed(f"exit code {p.exitcode}")
+    if got != items or extra is not None:
+        return failed(f"received {len(got)} items, then {extra!r}")
+    if noisy:
+        return failed(f"the error was printed: {err.strip().splitlines()[-1]!r}")
+    return passed("exit code 0, the 20 good items arrived, nothing on stderr")
+
+
+@check(
+    row=38,
+    slug="unpicklable-raises-in-caller",
+    title="SQ and MQ pickle in put(), so an unpicklable object raises in the caller",
+    kind="detail",
+    source="Code SimpleQueue.put: _ForkingPickler.dumps(obj) first; MQ: conn.send in "
+    "_callmethod",
+    kinds=("SQ", "MQ"),
+    expect="put(Unpicklable()) raises TypeError/PicklingError; the queue stays usable",
+)
+def unpicklable_raises_in_caller(cx: CheckContext) -> Outcome:
+    """Row 38."""
+    q = cx.make()
+    try:
+        q.put(_children.Unpicklable())
+    except (TypeError, pickle.PicklingError, AttributeError) as exc:
+        raised = f"{type(exc).__name__}: {exc}"
+    else:
+        return failed("put(Unpicklable()) returned")
+    q.put("after")
+    got = cx.get(q)
+    if got != "after":
+        return failed(f"the next get() returned {got!r}")
+    return passed(f"put() raised {raised}; the queue stayed usable")
+
+
+@check(
+    row=39,
+    slug="unpickling-failure-in-consumer",
+    title="an item that fails to unpickle raises in get(); the item is gone and the queue "
+    "stays usable",
+    kind="detail",
+    source="Code get: self._sem.release() happens before _ForkingPickler.loads(res) "
+    "(undocumented)",
+    kinds=("Q", "JQ", "SQ"),
+    expect="first get() raises the ValueError from unpickling; the next get() returns 'next'",
+)
+def unpickling_failure(cx: CheckContext) -> Outcome:
+    """Row 39."""
+    q = cx.make()
+    q.put(_children.FailsToUnpickle())
+    q.put("next")
+    try:
+        got = cx.get(q)
+    except ValueError as exc:
+        raised = str(exc)
+    else:
+        return failed(f"get() returned {got!r} instead of raising")
+    got = cx.get(q)
+    if got != "next":
+        return failed(f"the next get() returned {got!r}")
+    return passed(f"get() raised ValueError({raised!r}); the next item came through")
+
+
+@check(
+    row=40,
+    slug="queue-in-queue-fails",
+    title="a queue cannot be pickled into another queue: RuntimeError 'shared between "
+    "processes through inheritance'",
+    kind="detail",
+    source=(
+        'Code context.assert_spawning in __getstate__. Doc Programming guidelines: "Better '
+        'to inherit than pickle/unpickle"'
+    ),
+    kinds=("Q", "JQ", "SQ"),
+    expect="pickle.dumps(q) raises RuntimeError; Q/JQ: the feeder reports it; SQ: put raises",
+)
+def queue_in_queue(cx: CheckContext) -> Outcome:
+    """Row 40."""
+    inner = cx.make()
+    try:
+        pickle.dumps(inner)
+    except RuntimeError as exc:
+        if "inheritance" not in str(exc):
+            return failed(f"pickle.dumps(q) raised RuntimeError({str(exc)!r})")
+    else:
+        return failed("pickle.dumps(q) succeeded")
+    if cx.kind == "SQ":
+        outer = cx.make()
+        try:
+            outer.put(inner)
+        except RuntimeError:
+            return passed("pickle.dumps and SimpleQueue.put raised RuntimeError (inheritance)")
+        return failed("SimpleQueue.put(queue) did not raise")
+    cap = capturing(cx)
+    cap.put(inner)
+    err = wait_feeder_error(cx, cap)
+    if not isinstance(err, RuntimeError):
+        return failed(f"the feeder reported {type(err).__name__}: {err}")
+    return passed("pickle.dumps raised, and the feeder reported RuntimeError (inheritance)")
+
+
+@check(
+    row=41,
+    slug="large-item-round-trip",
+    title="large items pass through (no size limit below the OS/pickle limits)",
+    kind="detail",
+    source=(
+        'Doc Connection.send: "Very large pickles (approximately 32 MiB+, though it depends '
+        'on the OS) may raise a ValueError exception." bpo-17560 (>2 GiB on POSIX)'
+    ),
+    kinds=("Q", "JQ", "SQ", "MQ"),
+    expect="a 4 MiB bytes item comes back equal",
+    headline="elapsed",
+)
+def large_item(cx: CheckContext) -> Outcome:
+    """Row 41."""
+    q = cx.make()
+    payload = os.urandom(1024) * 4096
+    t0 = time.perf_counter()
+    putter = cx.thread(q.put, payload) if cx.kind == "SQ" else None
+    if putter is None:
+        q.put(payload)
+    got = cx.get(q)
+    if putter is not None and not putter.join(cx.deadline):
+        return failed("SimpleQueue.put() did not return after the item was read")
+    cx.figure(elapsed=time.perf_counter() - t0)
+    if got != payload:
+        return failed("the 4 MiB item came back different")
+    return passed("4 MiB round trip")

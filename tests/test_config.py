@@ -1,0 +1,187 @@
+"""Settings from ini, env, options and markers: precedence, errors, seeds, xdist."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+SHOW_PLAN = """
+import pytest
+
+def test_plan(mpfault):
+    print("PLAN:", "; ".join(str(f) for f in mpfault.faults), "METHOD:", mpfault.start_method)
+"""
+
+
+def _plans(result: pytest.RunResult) -> list[str]:
+    return re.findall(r"PLAN: (.*) METHOD:", result.stdout.str())
+
+
+@pytest.mark.parametrize(
+    ("where", "expected"),
+    [
+        ("ini", "ini mpfault_faults"),
+        ("env", "env MPFAULT"),
+        ("option", "--mpfault"),
+    ],
+)
+def test_malformed_spec_is_a_one_line_usage_error(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, where: str, expected: str
+) -> None:
+    pytester.makepyfile(SHOW_PLAN)
+    args = ["-p", "no:cacheprovider"]
+    if where == "ini":
+        pytester.makeini("[pytest]\nmpfault_faults =\n    put:dorp\n")
+    elif where == "env":
+        monkeypatch.setenv("MPFAULT", "put:dorp")
+    else:
+        args.append("--mpfault=put:dorp")
+    result = pytester.runpytest_subprocess(*args, timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    lines = [ln for ln in result.stderr.lines if "dorp" in ln]
+    assert len(lines) == 1
+    assert lines[0].startswith("ERROR: mpfault: bad fault spec 'put:dorp' from " + expected)
+    assert "unknown action 'dorp'" in lines[0]
+
+
+def test_malformed_marker_spec_names_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mpfault("get#0:drop")
+        def test_bad(mpfault):
+            pass
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(
+        ["*mpfault: bad fault spec 'get#0:drop' from @pytest.mark.mpfault on *test_bad*"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("--mpfault-start-methods", "fork,sporn", "unknown start method 'sporn' from "
+         "--mpfault-start-methods"),
+        ("--mpfault-deadline", "soon", "invalid deadline 'soon' from --mpfault-deadline"),
+        ("--mpfault-seed", "x1", "invalid seed 'x1' from --mpfault-seed"),
+    ],
+)
+def test_bad_options(pytester: pytest.Pytester, setting: str, value: str, message: str) -> None:
+    pytester.makepyfile(SHOW_PLAN)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"{setting}={value}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"ERROR: mpfault: {message}" in result.stderr.str()
+
+
+def test_precedence_ini_env_option_marker(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini(
+        "[pytest]\nmpfault_faults =\n    put#1:drop\nmpfault_start_methods = fork\n"
+    )
+    pytester.makepyfile(
+        test_a=SHOW_PLAN,
+        test_b="""
+        import pytest
+
+        @pytest.mark.mpfault("put#4:drop", start_methods=["spawn"])
+        def test_marked(mpfault):
+            print("PLAN:", "; ".join(str(f) for f in mpfault.faults), "METHOD:",
+                  mpfault.start_method)
+        """,
+    )
+    base = ["-p", "no:cacheprovider", "-s"]
+    r = pytester.runpytest_subprocess(*base, timeout=120)
+    assert _plans(r) == ["put#1:drop", "put#4:drop"]
+    r.stdout.fnmatch_lines(["*METHOD: fork*", "*METHOD: spawn*"])
+    monkeypatch.setenv("MPFAULT", "put#2:drop")
+    r = pytester.runpytest_subprocess(*base, timeout=120)
+    assert _plans(r) == ["put#2:drop", "put#4:drop"]
+    r = pytester.runpytest_subprocess(*base, "--mpfault=put#3:drop", "-v", timeout=120)
+    assert _plans(r) == ["put#3:drop", "put#4:drop"]
+    # test ids show the start method
+    r.stdout.fnmatch_lines(["test_a.py::test_plan[[]fork[]]*", "test_b.py::test_marked[[]spawn[]]*"])
+
+
+def test_header_seed_and_replay(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_seed(mpfault):
+            print("SEED:", mpfault.seed)
+        """
+    )
+    r1 = pytester.runpytest_subprocess("-s", "--mpfault-start-methods=fork")
+    header = re.search(r"mpfault: seed=(\d+), start methods fork, faults: none", r1.stdout.str())
+    assert header
+    r1.stdout.fnmatch_lines([f"mpfault: replay with --mpfault-seed={header.group(1)}"])
+    seed1 = re.findall(r"SEED: (\d+)", r1.stdout.str())
+    r2 = pytester.runpytest_subprocess("-s", "--mpfault-start-methods=fork", "--mpfault-seed=last")
+    assert re.findall(r"SEED: (\d+)", r2.stdout.str()) == seed1
+    r3 = pytester.runpytest_subprocess(
+        "-s", "--mpfault-start-methods=fork", f"--mpfault-seed={header.group(1)}", "-n", "2"
+    )
+    r3.assert_outcomes(passed=1)
+
+
+def test_faults_stay_with_their_test_under_xdist(pytester: pytest.Pytester) -> None:
+    body = '''
+import pytest
+
+def put_all(q, items):
+    for x in items:
+        q.put(x)
+
+@pytest.mark.mpfault("put#{n}:drop", start_methods=["fork", "spawn"])
+def test_{name}(mpfault):
+    q = mpfault.queue()
+    c = mpfault.spawn(put_all, q, list(range(6)))
+    c.result(timeout=60)
+    got = [q.get(timeout=60) for _ in range(5)]
+    assert got == [i for i in range(6) if i != {n} - 1]
+    assert mpfault.fired() == {{"q1: put#{n}:drop": 1}}
+    assert [i.value for i in mpfault.history.lost()] == ["{lost}"]
+'''
+    files = {
+        f"test_iso{n}": body.format(n=n, name=f"drop{n}", lost=n - 1) for n in range(1, 5)
+    }
+    pytester.makepyfile(**files)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=180)
+    result.assert_outcomes(passed=8)
+
+
+def test_targets_in_the_test_module_with_importlib_mode(pytester: pytest.Pytester) -> None:
+    pkg = pytester.mkpydir("pkg")
+    (pkg / "test_imp.py").write_text(
+        """
+class Payload:
+    def __init__(self, n):
+        self.n = n
+
+def double(p):
+    return Payload(p.n * 2)
+
+def test_importlib(mpfault):
+    assert mpfault.spawn(double, Payload(21)).result(timeout=60).n == 42
+"""
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--import-mode=importlib", timeout=120
+    )
+    result.assert_outcomes(passed=3)
+
+
+def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_no_fixture(request):
+            assert "mpfault" not in request.fixturenames
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:mpfault", "--strict-markers")
+    result.assert_outcomes(passed=1)
+    assert "mpfault:" not in result.stdout.str()

@@ -137,11 +137,13 @@ def test_fails(mpfault):
 
 @pytest.mark.timeout(3, method="signal")
 def test_timeout_signal(mpfault):
-    start_stuck(mpfault)[0].result()
+    start_stuck(mpfault)
+    mpfault.queue().get()  # the test itself blocks, outside any mpfault wait
 
 @pytest.mark.timeout(3, method="thread")
 def test_timeout_thread(mpfault):
-    start_stuck(mpfault)[0].result()
+    start_stuck(mpfault)
+    mpfault.queue().get()
 
 def test_interrupted(mpfault):
     start_stuck(mpfault)
@@ -167,8 +169,17 @@ def test_no_process_left_behind(pytester: pytest.Pytester, test: str, method: st
         )
     finally:
         del os.environ["MPF_PIDS"]
+    out = result.stdout.str() + result.stderr.str()
     if test == "test_timeout_thread":
         assert result.ret != 0  # pytest-timeout's thread method os._exit()s pytest
+        # every child's stack is printed before pytest-timeout ends the process
+        assert "mpfault: children of test_leaks.py::test_timeout_thread" in out
+        assert out.count("q.get()  # STUCK-LINE") >= 2
+    elif test == "test_timeout_signal":
+        result.assert_outcomes(failed=1)
+        assert "Timeout" in out
+        assert "stacks of live children:" in out
+        assert out.count("q.get()  # STUCK-LINE") >= 2
     elif test == "test_interrupted":
         assert result.ret == pytest.ExitCode.INTERRUPTED
     else:

@@ -77,6 +77,23 @@ def _proc_state(pid: int) -> str | None:
     return data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
 
 
+def _all_stopped(pid: int) -> bool:
+    """Whether every thread of ``pid`` is stopped (or the process is gone)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        if data[data.rfind(b")") + 2 :].split(b" ", 1)[0] not in (b"T", b"t", b"Z"):
+            return False
+    return True
+
+
 def _wait_stopped_child(pid: int, timeout: float) -> bool:
     """Block (in a helper thread, so the wait is bounded) until child ``pid`` stops."""
     import threading
@@ -299,6 +316,8 @@ class Child:
         self._outcome: tuple[Any, ...] | None = None
         self._stack: str | None = None
         self._fd = conn.fileno()
+        #: the qualified name of the target function
+        self.target_name = ""
 
     def __repr__(self) -> str:
         return f"<Child {self.name!r} pid={self.pid} exitcode={self.exitcode}>"
@@ -479,7 +498,7 @@ class Child:
             # a fork-server child is not ours to wait for: watch its state
             end = time.monotonic() + limit
             while time.monotonic() < end:
-                if _proc_state(self.pid) in ("T", "t", "Z", None):
+                if _all_stopped(self.pid):
                     return
                 os.sched_yield()
         if _proc_state(self.pid) not in ("T", "t"):
@@ -700,6 +719,7 @@ class Harness:
             ) from exc
         child_end.close()
         child = Child(self, process, parent_end, name, out_path, err_path)
+        child.target_name = getattr(target, "__qualname__", None) or repr(target)
         _LIVE_CONTROL_FDS.add(child._fd)
         self.children.append(child)
         return child

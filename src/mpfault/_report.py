@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from ._harness import Child, Harness, _signame
+from ._harness import Child, Harness, _proc_state, _signame
+from ._timeline import ProcessInfo, TimelineInput, render_html, render_text, write_html
 
-__all__ = ["describe_child", "failure_section", "output_sections", "timeline_text"]
+__all__ = [
+    "describe_child",
+    "failure_section",
+    "output_sections",
+    "timeline_html",
+    "timeline_input",
+    "timeline_text",
+    "write_timeline",
+]
 
 
 def describe_child(c: Child) -> str:
@@ -36,32 +45,50 @@ def output_sections(
     return sections
 
 
-def timeline_text(harness: Harness, last: int = 12) -> str:
-    """The compact text timeline of the harness's history."""
+def timeline_input(
+    harness: Harness, *, hang: str | None = None, failure: str | None = None
+) -> TimelineInput:
+    """The history of ``harness`` and what is known of its children, for the timelines."""
     hist = harness.history
-    from ._timeline import ProcessInfo, TimelineInput, render_text
-
     procs = []
     for c in harness.children:
         code = c.exitcode
         procs.append(
             ProcessInfo(
                 name=c.name,
-                pid=c._process.pid or 0,
-                role=c.name.rsplit("-", 1)[0],
+                pid=c._process.pid,
+                role=getattr(c, "target_name", ""),
                 exitcode=code,
                 signal=_signame(-code) if code is not None and code < 0 else None,
+                stopped=c.is_alive() and _proc_state(c.pid) in ("T", "t"),
             )
         )
-    inp = TimelineInput(
+    return TimelineInput(
         events=hist.events,
         marks=hist.marks,
         processes=procs,
         title=harness.test_id,
         seed=harness.seed,
         plan=[f"{q}: {s}" for q, plan in hist.plans.items() for s in plan],
+        plans=hist.plans,
+        hang=hang,
+        failure=failure,
     )
-    return render_text(inp, last=last)
+
+
+def timeline_text(harness: Harness, last: int = 12) -> str:
+    """The compact text timeline of the harness's history."""
+    return render_text(timeline_input(harness), last=last)
+
+
+def timeline_html(harness: Harness, failure: str | None = None) -> str:
+    """The self-contained HTML/SVG timeline of the harness's history."""
+    return render_html(timeline_input(harness, failure=failure))
+
+
+def write_timeline(harness: Harness, directory: str, failure: str | None = None) -> str:
+    """Write the HTML timeline to ``directory``; return its path."""
+    return write_html(timeline_input(harness, failure=failure), directory, harness.test_id)
 
 
 def failure_section(harness: Harness, seed: int, replay: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import random
 import shlex
+import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from . import _hookspecs
 from ._config import HELP, MARKER_HELP, Settings, resolve, session_settings
 from ._harness import Harness
-from ._report import failure_section, output_sections
+from ._report import failure_section, output_sections, timeline_html, write_timeline
 from ._runtime.state import derive_seed
 
 __all__ = ["mpfault"]
@@ -25,6 +27,7 @@ SEED_KEY = pytest.StashKey[int]()
 SETTINGS_KEY = pytest.StashKey[Settings]()
 HARNESS_KEY = pytest.StashKey[Harness]()
 SHOWN_KEY = pytest.StashKey[dict[str, tuple[int, int]]]()
+TIMEOUT_KEY = pytest.StashKey[tuple[float, str]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -50,6 +53,12 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group.addoption(
         "--mpfault-deadline", dest="mpfault_deadline", metavar="SECONDS", help=HELP["deadline"]
     )
+    group.addoption(
+        "--mpfault-report",
+        dest="mpfault_report",
+        metavar="DIR",
+        help="Write an HTML timeline of every failing test that used mpfault into DIR",
+    )
     parser.addini("mpfault_start_methods", HELP["start_methods"], default="")
     parser.addini("mpfault_faults", HELP["faults"], type="linelist", default=[])
     parser.addini("mpfault_deadline", HELP["deadline"], default="")
@@ -73,6 +82,55 @@ class _XdistHooks:
         node.workerinput["mpfault_seed"] = self.seed
 
 
+class _TimeoutHooks:
+    """Work with pytest-timeout: keep mpfault's deadline below the test's timeout, and
+    with the ``thread`` method (which ``os._exit``s pytest) print every child's stack
+    just before it fires."""
+
+    def __init__(self) -> None:
+        self.timers: dict[str, threading.Timer] = {}
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> Any:
+        timeout = float(getattr(settings, "timeout", 0) or 0)
+        method = str(getattr(settings, "method", ""))
+        if timeout > 0:
+            item.stash[TIMEOUT_KEY] = (timeout, method)
+            if method == "thread":
+                t = threading.Timer(
+                    max(0.0, timeout - min(1.0, timeout * 0.2)), _dump_children, args=(item,)
+                )
+                t.daemon = True
+                t.name = "mpfault-timeout-stacks"
+                t.start()
+                self.timers[item.nodeid] = t
+        return (yield)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_timeout_cancel_timer(self, item: pytest.Item) -> Any:
+        t = self.timers.pop(item.nodeid, None)
+        if t is not None:
+            t.cancel()
+        return (yield)
+
+
+def _dump_children(item: pytest.Item) -> None:
+    harness = item.stash.get(HARNESS_KEY, None)
+    if harness is None or harness._closed:
+        return
+    out = sys.__stderr__
+    if out is None:
+        return
+    lines = [f"\n{'+' * 20} mpfault: children of {item.nodeid} {'+' * 20}"]
+    for c in harness.children:
+        if c.is_alive():
+            lines.append(f"--- {c.name} (pid {c.pid}) ---\n{c.stack(timeout=0.5)}")
+        else:
+            lines.append(f"--- {c.name} (pid {c._process.pid}): exit code {c.exitcode} ---")
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = session_settings(config)
@@ -90,6 +148,8 @@ def pytest_configure(config: pytest.Config) -> None:
         cache.set("mpfault/seed", seed)
     if config.pluginmanager.hasplugin("xdist") and workerinput is None:
         config.pluginmanager.register(_XdistHooks(seed), "mpfault-xdist")
+    if config.pluginmanager.hasplugin("timeout"):
+        config.pluginmanager.register(_TimeoutHooks(), "mpfault-timeout")
     try:
         from ._timing import set_default_tolerance
     except ImportError:  # pragma: no cover
@@ -136,11 +196,17 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
     base_seed = settings.seed if fixed and settings.seed is not None else (
         request.config.stash[SEED_KEY]
     )
+    deadline = settings.deadline
+    timeout = item.stash.get(TIMEOUT_KEY, None)
+    if timeout is not None:
+        # fire our Hang (with every child's stack) before pytest-timeout does
+        cap = max(timeout[0] - 1.0, timeout[0] * 0.8)
+        deadline = cap if deadline is None else min(deadline, cap)
     harness = Harness(
         method,
         faults=settings.faults,
         seed=derive_seed(base_seed, item.nodeid),
-        deadline=settings.deadline,
+        deadline=deadline,
         test_id=item.nodeid,
         grace=settings.grace,
     )
@@ -152,6 +218,22 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
         problems = harness.close()
     if problems:
         pytest.fail("mpfault teardown: " + "; ".join(problems), pytrace=False)
+
+
+def _attach_html(report: pytest.TestReport, page: str) -> None:
+    """Attach the timeline to the report for pytest-html (as an inline frame)."""
+    try:
+        from pytest_html import extras
+    except ImportError:  # pragma: no cover - pytest-html without its extras module
+        return
+    import html
+
+    frame = (
+        '<iframe class="mpfault-timeline" style="width:100%;height:640px;border:0" '
+        f'srcdoc="{html.escape(page, quote=True)}"></iframe>'
+    )
+    current = getattr(report, "extras", [])
+    report.extras = [*current, extras.html(frame)]  # type: ignore[attr-defined]
 
 
 def _replay_line(item: pytest.Item, settings: Settings, seed: int) -> str:
@@ -179,6 +261,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         replay = _replay_line(item, item.config.stash[SETTINGS_KEY], seed)
         text = failure_section(harness, seed, replay)
         report.sections.append(("mpfault", text))
+        summary = report.longreprtext.strip().splitlines()[-1:] if report.longrepr else []
+        failure = summary[0][:300] if summary else None
+        directory = item.config.getoption("mpfault_report", None)
+        if directory:
+            path = write_timeline(harness, directory, failure)
+            report.sections.append(("mpfault timeline", path))
+        html_plugin = item.config.pluginmanager.getplugin("html")
+        if html_plugin is not None:
+            _attach_html(report, timeline_html(harness, failure))
         for extra in item.config.hook.pytest_mpfault_report_sections(
             harness=harness, item=item, report=report
         ):

@@ -83,7 +83,13 @@ def put_one(q: Any, item: Any) -> None:
 
 
 def put_and_exit(
-    q: Any, items: list[Any], how: str, started: Any = None, done: Any = None, err: Any = None
+    q: Any,
+    items: list[Any],
+    how: str,
+    started: Any = None,
+    done: Any = None,
+    err: Any = None,
+    bad_last: bool = False,
 ) -> None:
     """Put *items* on *q*, then end the process in the way *how* names.
 
@@ -97,6 +103,8 @@ def put_and_exit(
         started: a pipe end to send ``"started"`` on before the first put.
         done: a pipe end to send ``"done"`` on after the last put returned.
         err: a path to redirect this process's stderr to (fd 2).
+        bad_last: put an :class:`Unpicklable` after *items* (it cannot be sent as an
+            argument: spawn pickles the arguments).
     """
     _guard()
     if err is not None:
@@ -107,6 +115,8 @@ def put_and_exit(
         started.send("started")
     for item in items:
         q.put(item)
+    if bad_last:
+        q.put(Unpicklable())
     if how == "cancel":
         q.cancel_join_thread()
     if done is not None:

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from . import _children
-from .checks_lifecycle import _normal_exit
+from .checks_lifecycle import exit_group
 from .context import CheckContext
 from .model import Mismatch, Outcome, failed, passed
 from .registry import check, unobservable
@@ -168,13 +168,13 @@ def killed_producer_wedges(cx: CheckContext) -> Outcome:
 )
 def no_eof(cx: CheckContext) -> Outcome:
     """Row 44."""
-    r = cx.shared("normal-exit", lambda: _normal_exit(cx))
+    r = exit_group(cx).normal
     if r.received != 50 or r.exitcode != 0:
         return failed(f"the producer's run failed: {r.received} items, exit code {r.exitcode}")
-    if r.eof_poll:
+    if r.alive_after_hold:
         return failed("the reader polled readable (EOF) after the producer exited")
-    if cx.kind != "SQ" and r.after_exit != "Empty":
-        return failed(f"get(timeout) after the producer exited: {r.after_exit}")
+    if cx.kind != "SQ" and r.note != "Empty":
+        return failed(f"get(timeout) after the producer exited: {r.note}")
     return passed("no EOF: poll() stayed False" + ("" if cx.kind == "SQ" else ", get() Empty"))
 
 

@@ -6,7 +6,7 @@ import queue
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _children
@@ -55,33 +55,136 @@ def feeder_thread_started(cx: CheckContext) -> Outcome:
 
 
 @dataclass
-class ExitFlush:
-    """What happened to a child that put more than a pipe holds and then returned."""
+class Exited:
+    """How one child of the exit group ended and what reached its queue."""
 
-    returned: bool
-    alive_after_hold: bool
-    exitcode: int | None
-    exit_after_drain: float
+    exitcode: int | None = None
+    received: int = 0
+    alive_after_hold: bool = False
+    seconds: float = 0.0
+    note: str = ""
 
 
-def _exit_flush(cx: CheckContext) -> ExitFlush:
-    q = cx.make()
+@dataclass
+class ExitGroup:
+    """The children of rows 25-31 and 44, started together (one queue each).
+
+    Starting them at once overlaps their start-up (which dominates under spawn) and
+    their observation windows.
+    """
+
+    flush: Exited = field(default_factory=Exited)
+    creator: Exited | None = None
+    os_exit: Exited | None = None
+    sigkill: Exited | None = None
+    cancel: Exited | None = None
+    close_join: Exited | None = None
+    normal: Exited = field(default_factory=Exited)
+
+
+def _lost(q: Any) -> bool:
+    """After the producer has exited: whether its one item never reached the pipe."""
+    try:
+        q.get(timeout=0.05)
+    except queue.Empty:
+        return True
+    return False
+
+
+def _exit_group(cx: CheckContext) -> ExitGroup:
+    feeder = cx.kind in ("Q", "JQ")
+    n = 50
+    g = ExitGroup()
+    # Start every child first.
+    flush_q = cx.make()
     started_r, started_w = cx.pipe()
     done_r, done_w = cx.pipe()
-    p = cx.start(_children.put_and_exit, q, [b"x" * BIG], "return", started_w, done_w)
+    flush_p = cx.start(_children.put_and_exit, flush_q, [b"x" * BIG], "return", started_w, done_w)
+    normal_q = cx.make()
+    normal_p = cx.start(_children.put_and_exit, normal_q, [("item", i) for i in range(n)], "return")
+    quick: dict[str, tuple[Any, Any]] = {}
+    if feeder:
+        for how in ("os_exit", "sigkill", "close_join_os_exit"):
+            q = cx.make()
+            quick[how] = (q, cx.start(_children.put_and_exit, q, ["x"], how))
+        cancel_q = cx.make()
+        cancel_r, cancel_w = cx.pipe()
+        cancel_p = cx.start(
+            _children.put_and_exit, cancel_q, [b"x" * BIG], "cancel", None, cancel_w
+        )
+    if cx.kind == "Q":
+        creator_r, creator_w = cx.pipe()
+        creator_p = cx.start(_children.create_put_return, cx.method, BIG, creator_w)
+
+    # Rows 25/26: the flushing child, first part.
     cx.recv(started_r, what="start signal")
-    returned = False
-    if cx.kind != "SQ":  # SimpleQueue.put itself blocks: no "done" before the drain
+    flush_returned = None
+    if feeder:  # SimpleQueue.put itself blocks: no "done" before the drain
         cx.recv(done_r, what="put() done signal")
-        returned = True
-    p.join(cx.hold)
-    alive = p.exitcode is None
-    got = cx.get(q)
+        flush_returned = time.monotonic()
+    if cx.kind == "Q":
+        cx.recv(creator_r, what="put() done signal")
+        creator_returned = time.monotonic()
+
+    # Rows 31/44: normal return.
+    for i in range(n):
+        try:
+            got = cx.get(normal_q)
+        except queue.Empty:
+            break
+        if got != ("item", i):
+            raise Mismatch(f"normal exit: item {i} arrived as {got!r}")
+        g.normal.received += 1
+    normal_p.join(cx.deadline)
+    g.normal.exitcode = normal_p.exitcode
+    g.normal.alive_after_hold = bool(normal_q._reader.poll(0.05))  # EOF would be readable
+    if feeder:
+        try:
+            extra = normal_q.get(timeout=0.05)
+        except queue.Empty:
+            g.normal.note = "Empty"
+        except EOFError:
+            g.normal.note = "EOFError"
+        else:
+            g.normal.note = f"returned {extra!r}"
+
+    if feeder:
+        # Rows 27, 28, 30: one item, then os._exit / SIGKILL / close+join_thread+os._exit.
+        results = {}
+        for how, (q, p) in quick.items():
+            p.join(cx.deadline)
+            results[how] = Exited(exitcode=p.exitcode, received=0 if _lost(q) else 1)
+        g.os_exit = results["os_exit"]
+        g.sigkill = results["sigkill"]
+        g.close_join = results["close_join_os_exit"]
+        # Row 29: cancel_join_thread() lets it exit with 1 MB unflushed.
+        cx.recv(cancel_r, what="put() done signal")
+        t0 = time.perf_counter()
+        cancel_p.join(cx.deadline)
+        g.cancel = Exited(exitcode=cancel_p.exitcode, seconds=time.perf_counter() - t0)
+        # (the cancelled queue may hold a truncated frame: it is never read)
+
+    # Rows 25/26: still alive at least `hold` after returning (or while blocked in put).
+    since = cx.hold if flush_returned is None else time.monotonic() - flush_returned
+    flush_p.join(max(0.0, cx.hold - since) if flush_returned is not None else cx.hold)
+    g.flush.alive_after_hold = flush_p.exitcode is None
+    got = cx.get(flush_q)
     drained = time.perf_counter()
-    p.join(cx.deadline)
+    flush_p.join(cx.deadline)
+    g.flush.exitcode = flush_p.exitcode
+    g.flush.seconds = time.perf_counter() - drained
     if len(got) != BIG:
-        raise Mismatch(f"got {len(got)} bytes instead of {BIG}")
-    return ExitFlush(returned, alive, p.exitcode, time.perf_counter() - drained)
+        raise Mismatch(f"the 1 MB item arrived with {len(got)} bytes")
+    if cx.kind == "Q":
+        creator_p.join(max(0.0, cx.hold - (time.monotonic() - creator_returned)))
+        g.creator = Exited(exitcode=creator_p.exitcode, alive_after_hold=creator_p.exitcode is None)
+        cx.stop(creator_p)
+    return g
+
+
+def exit_group(cx: CheckContext) -> ExitGroup:
+    """The :class:`ExitGroup` of this queue kind and start method (run once)."""
+    return cx.shared("exit-group", lambda: _exit_group(cx))
 
 
 @check(
@@ -97,12 +200,12 @@ def _exit_flush(cx: CheckContext) -> ExitFlush:
 )
 def exit_waits_for_flush(cx: CheckContext) -> Outcome:
     """Row 25."""
-    r = cx.shared("exit-flush", lambda: _exit_flush(cx))
-    cx.figure(**{"exit after get s": r.exit_after_drain})
+    r = exit_group(cx).flush
+    cx.figure(**{"exit after get s": r.seconds})
     if not r.alive_after_hold:
         return failed(
-            f"the child exited (code {r.exitcode}) within {cx.hold:g} s although 1 MB was "
-            "still buffered and nobody read"
+            f"the child exited within {cx.hold:g} s of returning although 1 MB was still "
+            "buffered and nobody read"
         )
     if r.exitcode != 0:
         return failed(f"after get() the child's exit code was {r.exitcode} (expected 0)")
@@ -124,14 +227,10 @@ def exit_waits_for_flush(cx: CheckContext) -> Outcome:
 )
 def creator_also_waits(cx: CheckContext) -> Outcome:
     """Row 25 (creator detail)."""
-    done_r, done_w = cx.pipe()
-    p = cx.start(_children.create_put_return, cx.method, BIG, done_w)
-    cx.recv(done_r, what="put() done signal")
-    p.join(cx.hold)
-    code = p.exitcode
-    cx.stop(p)
-    if code is not None:
-        return failed(f"the creator exited (code {code}) without its data being read")
+    r = exit_group(cx).creator
+    assert r is not None
+    if not r.alive_after_hold:
+        return failed(f"the creator exited (code {r.exitcode}) without its data being read")
     return passed("the creator was still waiting for its feeder at exit")
 
 
@@ -151,21 +250,12 @@ def creator_also_waits(cx: CheckContext) -> Outcome:
 )
 def join_before_get_blocks(cx: CheckContext) -> Outcome:
     """Row 26."""
-    r = cx.shared("exit-flush", lambda: _exit_flush(cx))
+    r = exit_group(cx).flush
     if not r.alive_after_hold:
         return failed(f"p.join({cx.hold:g}) returned: the child exited before its data was got")
     if r.exitcode != 0:
         return failed(f"after get() the child's exit code was {r.exitcode}")
     return passed("join() waited while the data was unread and returned after get()")
-
-
-def _probe_lost(cx: CheckContext, q: Any) -> bool:
-    """After the producer has exited: whether its item never reached the pipe."""
-    try:
-        q.get(timeout=0.05)
-    except queue.Empty:
-        return True
-    return False
 
 
 @check(
@@ -179,12 +269,11 @@ def _probe_lost(cx: CheckContext, q: Any) -> bool:
 )
 def os_exit_loses(cx: CheckContext) -> Outcome:
     """Row 27."""
-    q = cx.make()
-    p = cx.start(_children.put_and_exit, q, ["x"], "os_exit")
-    p.join(cx.deadline)
-    if p.exitcode != 0:
-        return failed(f"exit code {p.exitcode}")
-    if not _probe_lost(cx, q):
+    r = exit_group(cx).os_exit
+    assert r is not None
+    if r.exitcode != 0:
+        return failed(f"exit code {r.exitcode}")
+    if r.received:
         return failed("the item arrived although the child called os._exit() right after put()")
     return passed("the item was lost")
 
@@ -201,12 +290,11 @@ def os_exit_loses(cx: CheckContext) -> Outcome:
 )
 def sigkill_loses(cx: CheckContext) -> Outcome:
     """Row 28."""
-    q = cx.make()
-    p = cx.start(_children.put_and_exit, q, ["x"], "sigkill")
-    p.join(cx.deadline)
-    if p.exitcode != -9:
-        return failed(f"exit code {p.exitcode} (expected -9)")
-    if not _probe_lost(cx, q):
+    r = exit_group(cx).sigkill
+    assert r is not None
+    if r.exitcode != -9:
+        return failed(f"exit code {r.exitcode} (expected -9)")
+    if r.received:
         return failed("the item arrived although the child was SIGKILLed right after put()")
     return passed("the item was lost")
 
@@ -226,18 +314,13 @@ def sigkill_loses(cx: CheckContext) -> Outcome:
 )
 def cancel_join_thread_exits(cx: CheckContext) -> Outcome:
     """Row 29."""
-    q = cx.make()
-    done_r, done_w = cx.pipe()
-    p = cx.start(_children.put_and_exit, q, [b"x" * BIG], "cancel", None, done_w)
-    cx.recv(done_r, what="put() done signal")
-    t0 = time.perf_counter()
-    p.join(cx.deadline)
-    cx.figure(**{"exit s": time.perf_counter() - t0})
-    if p.exitcode is None:
+    r = exit_group(cx).cancel
+    assert r is not None
+    cx.figure(**{"exit s": r.seconds})
+    if r.exitcode is None:
         return failed(f"the child was still alive {cx.deadline:g} s after cancel_join_thread()")
-    if p.exitcode != 0:
-        return failed(f"exit code {p.exitcode}")
-    # The pipe may now hold a truncated frame: the queue is discarded, never read.
+    if r.exitcode != 0:
+        return failed(f"exit code {r.exitcode}")
     return passed("the child exited without waiting for its 1 MB to be read")
 
 
@@ -255,57 +338,13 @@ def cancel_join_thread_exits(cx: CheckContext) -> Outcome:
 )
 def close_join_flushes(cx: CheckContext) -> Outcome:
     """Row 30."""
-    q = cx.make()
-    p = cx.start(_children.put_and_exit, q, ["x"], "close_join_os_exit")
-    p.join(cx.deadline)
-    if p.exitcode != 0:
-        return failed(f"exit code {p.exitcode}")
-    try:
-        got = q.get(timeout=cx.deadline)
-    except queue.Empty:
+    r = exit_group(cx).close_join
+    assert r is not None
+    if r.exitcode != 0:
+        return failed(f"exit code {r.exitcode}")
+    if not r.received:
         return failed("the item did not arrive although close() and join_thread() returned")
-    if got != "x":
-        return failed(f"got {got!r}")
     return passed("the item arrived")
-
-
-@dataclass
-class NormalExit:
-    """A child put items and returned; what arrived and what the pipe says afterwards."""
-
-    received: int
-    exitcode: int | None
-    eof_poll: bool
-    after_exit: str
-
-
-def _normal_exit(cx: CheckContext) -> NormalExit:
-    n = 50
-    q = cx.make()
-    p = cx.start(_children.put_and_exit, q, [("item", i) for i in range(n)], "return")
-    received = 0
-    for i in range(n):
-        try:
-            got = cx.get(q)
-        except queue.Empty:
-            break
-        if got != ("item", i):
-            raise Mismatch(f"item {i}: got {got!r}")
-        received += 1
-    p.join(cx.deadline)
-    eof_poll = bool(q._reader.poll(cx.timeout))
-    if cx.kind == "SQ":
-        after = "n/a"
-    else:
-        try:
-            extra = q.get(timeout=cx.timeout)
-        except queue.Empty:
-            after = "Empty"
-        except EOFError:
-            after = "EOFError"
-        else:
-            after = f"returned {extra!r}"
-    return NormalExit(received, p.exitcode, eof_poll, after)
 
 
 @check(
@@ -319,7 +358,7 @@ def _normal_exit(cx: CheckContext) -> NormalExit:
 )
 def normal_exit_flushes(cx: CheckContext) -> Outcome:
     """Row 31."""
-    r = cx.shared("normal-exit", lambda: _normal_exit(cx))
+    r = exit_group(cx).normal
     if r.received != 50:
         return failed(f"{r.received} of 50 items arrived")
     if r.exitcode != 0:

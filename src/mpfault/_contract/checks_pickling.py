@@ -110,7 +110,7 @@ def unpicklable_at_exit(cx: CheckContext) -> Outcome:
     cx.on_cleanup(lambda: os.unlink(path))
     q = cx.make()
     items: list[Any] = [("item", i) for i in range(20)]
-    p = cx.start(_children.put_and_exit, q, [*items, _children.Unpicklable()], "return", None, None, path)
+    p = cx.start(_children.put_and_exit, q, items, "return", None, None, path, True)
     got = []
     for _ in items:
         try:

@@ -1,0 +1,159 @@
+"""Start-up cost of a harness child against a raw ``multiprocessing`` process.
+
+For every start method (fork, spawn, forkserver), in the same run and interleaved:
+
+* raw:     ``ctx.Process(target=trivial).start(); .join()``
+* harness: ``h.spawn(trivial).result()``  (what the issue's target is about), and
+           also, for information, the same followed by ``.join()``
+
+The ratio is ``median(harness) / median(raw)``; the target is at most 1.15x.
+
+Harness creation and teardown (``Harness()``: a temporary run directory; ``close()``:
+reaping, removing the directory) are *excluded* from the timed region: a test pays them
+once whatever number of children it starts, and the issue is about the cost of a child
+(``spawn`` + ``result`` of a trivial target).  Each repetition uses a fresh harness, so
+every timed spawn is the first child of a test (no accumulated children or descriptors);
+their median cost is printed as a separate line.
+
+Run it outside pytest::
+
+    .venv/bin/python benchmarks/bench_spawn.py [--quick] [--methods fork,spawn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import statistics
+import sys
+import time
+from typing import Any
+
+if __package__:
+    from . import _targets
+else:  # run as a script: benchmarks/ is sys.path[0]
+    import _targets  # type: ignore[no-redef]
+
+TARGET_RATIO = 1.15
+REPS = {"fork": 30, "spawn": 10, "forkserver": 10}
+QUICK_REPS = {"fork": 10, "spawn": 4, "forkserver": 4}
+WARMUP = 3
+
+
+def _raw(ctx: Any) -> float:
+    t0 = time.perf_counter()
+    p = ctx.Process(target=_targets.trivial)
+    p.start()
+    p.join()
+    t = time.perf_counter() - t0
+    if p.exitcode != 0:
+        raise RuntimeError(f"raw child exited with {p.exitcode}")
+    return t
+
+
+def _harness(method: str) -> tuple[float, float, float]:
+    """(spawn+result, spawn+result+join, harness create+close), in seconds."""
+    from mpfault import Harness
+
+    t_setup = time.perf_counter()
+    h = Harness(method, deadline=60.0)
+    setup = time.perf_counter() - t_setup
+    try:
+        t0 = time.perf_counter()
+        c = h.spawn(_targets.trivial)
+        c.result(timeout=30)
+        t1 = time.perf_counter()
+        code = c.join(timeout=30)
+        t2 = time.perf_counter()
+        if code != 0:
+            raise RuntimeError(f"harness child exited with {code}")
+    finally:
+        t_close = time.perf_counter()
+        h.close()
+        setup += time.perf_counter() - t_close
+    return t1 - t0, t2 - t0, setup
+
+
+def bench(method: str, reps: int) -> dict[str, Any]:
+    from mpfault import Harness
+
+    ctx = multiprocessing.get_context(method)
+    # A first harness before any process of this context is started: under
+    # forkserver it sets the server's preload list, as in a real test session.
+    Harness(method).close()
+    for _ in range(WARMUP):
+        _raw(ctx)
+        _harness(method)
+    raw: list[float] = []
+    res: list[float] = []
+    joined: list[float] = []
+    setup: list[float] = []
+    gc.collect()
+    for i in range(reps):
+        # alternate the order so a drift of the machine hits both sides alike
+        if i % 2:
+            a, b, s = _harness(method)
+            raw.append(_raw(ctx))
+        else:
+            raw.append(_raw(ctx))
+            a, b, s = _harness(method)
+        res.append(a)
+        joined.append(b)
+        setup.append(s)
+    m_raw = statistics.median(raw)
+    m_res = statistics.median(res)
+    m_join = statistics.median(joined)
+    return {
+        "method": method,
+        "reps": reps,
+        "raw": m_raw,
+        "result": m_res,
+        "joined": m_join,
+        "setup": statistics.median(setup),
+        "ratio": m_res / m_raw,
+        "ratio_join": m_join / m_raw,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    ap.add_argument(
+        "--methods",
+        default=",".join(multiprocessing.get_all_start_methods()),
+        help="comma-separated start methods (default: all this platform has)",
+    )
+    ap.add_argument("--reps", type=int, default=0, help="repetitions for every method")
+    args = ap.parse_args(argv)
+    table = QUICK_REPS if args.quick else REPS
+    methods = [m for m in args.methods.split(",") if m]
+    rows = []
+    for m in methods:
+        reps = args.reps or table.get(m, 10)
+        rows.append(bench(m, reps))
+    print(f"Python {sys.version.split()[0]}, {sys.platform}; times are medians in ms")
+    head = (
+        f"{'method':<11} {'reps':>4} {'raw start+join':>15} {'spawn+result':>13} "
+        f"{'ratio':>6} {'target':>7}   {'spawn+result+join':>17} {'ratio':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    failed = False
+    for r in rows:
+        ok = r["ratio"] <= TARGET_RATIO
+        failed |= not ok
+        print(
+            f"{r['method']:<11} {r['reps']:>4} {r['raw'] * 1e3:>15.2f} {r['result'] * 1e3:>13.2f} "
+            f"{r['ratio']:>5.2f}x {'<=' + format(TARGET_RATIO, '.2f'):>7} {'ok' if ok else 'MISS':<4}"
+            f"{r['joined'] * 1e3:>13.2f} {r['ratio_join']:>5.2f}x"
+        )
+    print(
+        "not timed: Harness() + close() per test: "
+        + ", ".join(f"{r['method']} {r['setup'] * 1e3:.1f} ms" for r in rows)
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Rendering a :class:`~mpfault._contract.model.Report`: the matrix and the JSON.
+
+Both are derived from the same report, and :func:`report_from_json` rebuilds a report
+from the JSON, so ``render_table(report_from_json(report_to_json(r)))`` is the table of
+``r``: the JSON and the table cannot disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from .model import NO_QUEUE, Figure, Report, Result
+from .registry import get_check
+
+__all__ = ["SCHEMA", "format_figure", "render_table", "report_from_json", "report_to_json"]
+
+#: The ``schema`` value of the JSON document.
+SCHEMA = "mpfault-contract/1"
+
+_LABEL = {"pass": "pass", "fail": "FAIL", "differs": "differs", "skip": "skip", "error": "ERROR"}
+_CELL = 17
+
+
+def format_figure(value: Figure) -> str:
+    """A figure for a matrix cell: seconds as ms/s, other values as they are."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if abs(value) < 1:
+            return f"{value * 1000:+.1f}ms" if value < 0 else f"{value * 1000:.1f}ms"
+        return f"{value:.2f}s"
+    return str(value)
+
+
+def _cell(result: Result, note: int | None) -> str:
+    text = _LABEL[result.status]
+    if note is not None:
+        text += f"[{note}]"
+    headline = result.check.headline
+    if headline and headline in result.figures and result.status in ("pass", "fail", "differs"):
+        text += " " + format_figure(result.figures[headline])
+    return text[:_CELL]
+
+
+def _note_text(result: Result) -> str:
+    if result.status == "skip":
+        return f"skip: {result.observed}"
+    return f"{_LABEL[result.status]} {result.test_id}: {result.observed}"
+
+
+def render_table(report: Report) -> str:
+    """The matrix (checks x start methods), its notes and the summary, as text."""
+    lines = [
+        f"mpfault contract: {report.implementation} {report.python} on {report.platform}, "
+        f"queues: {report.target}, timeout tolerance {report.tolerance:g} s",
+        "",
+    ]
+    methods = report.methods
+    by_cell: dict[tuple[str, str], dict[str, Result]] = {}
+    order: list[tuple[str, str]] = []
+    for r in report.results:
+        key = (r.check.id, r.queue_kind)
+        if key not in by_cell:
+            by_cell[key] = {}
+            order.append(key)
+        by_cell[key][r.method] = r
+    order.sort(key=lambda k: (get_check(k[0]).row, _pos(report, k)))
+    notes: dict[str, int] = {}
+    header = f"{'row':>3}  {'check':<40} {'type':<6} {'queue':<6}" + "".join(
+        f" {m:<{_CELL}}" for m in methods
+    )
+    lines.append(header.rstrip())
+    lines.append("-" * len(header.rstrip()))
+    previous = None
+    for check_id, kind in order:
+        cells = by_cell[(check_id, kind)]
+        check = next(iter(cells.values())).check
+        first = check_id != previous
+        previous = check_id
+        row = f"{check.row:>3}" if first else "   "
+        name = f"{check.slug[:40]:<40}" if first else " " * 40
+        kind_type = "doc" if check.kind == "documented" else "detail"
+        line = f"{row}  {name} {(kind_type if first else ''):<6} {kind:<6}"
+        for m in methods:
+            r = cells.get(m)
+            if r is None:
+                line += f" {'':<{_CELL}}"
+                continue
+            note = None
+            if r.status != "pass":
+                text = _note_text(r)
+                note = notes.setdefault(text, len(notes) + 1)
+            line += f" {_cell(r, note):<{_CELL}}"
+        lines.append(line.rstrip())
+    if notes:
+        lines += ["", "Notes:"]
+        lines += [f"[{n}] {text}" for text, n in notes.items()]
+    counts = report.counts()
+    lines.append("")
+    timing = ", ".join(
+        f"{m} {sum(1 for r in report.results if r.method == m)} cells in "
+        f"{report.durations.get(m, 0.0):.1f} s"
+        for m in methods
+    )
+    lines.append(f"Ran: {timing}")
+    lines.append(
+        f"Results: {counts['pass']} pass, {counts['fail']} fail, {counts['differs']} differs "
+        f"(implementation detail, not a failure), {counts['skip']} skip, {counts['error']} error"
+    )
+    if report.ok:
+        lines.append("Verdict: OK - no documented behaviour violated")
+    else:
+        lines.append(f"Verdict: FAILED - {counts['violations']} violation(s) of documented behaviour")
+    return "\n".join(lines) + "\n"
+
+
+def _pos(report: Report, key: tuple[str, str]) -> int:
+    kinds = [*report.kinds, NO_QUEUE]
+    return kinds.index(key[1]) if key[1] in kinds else len(kinds)
+
+
+def report_to_json(report: Report) -> dict[str, Any]:
+    """The report as a JSON-ready dict (schema :data:`SCHEMA`)."""
+    seen: dict[str, Any] = {}
+    for r in report.results:
+        seen.setdefault(r.check.id, r.check.describe())
+    return {
+        "schema": SCHEMA,
+        "python": report.python,
+        "implementation": report.implementation,
+        "platform": report.platform,
+        "target": report.target,
+        "tolerance": report.tolerance,
+        "start_methods": list(report.methods),
+        "queue_kinds": list(report.kinds),
+        "durations": dict(report.durations),
+        "summary": report.counts(),
+        "ok": report.ok,
+        "checks": list(seen.values()),
+        "results": [r.to_json() for r in report.results],
+    }
+
+
+def report_from_json(data: Mapping[str, Any]) -> Report:
+    """Rebuild a :class:`Report` from :func:`report_to_json` output.
+
+    Raises:
+        ValueError: if the schema is not :data:`SCHEMA`.
+        KeyError: if a result names a check this version does not have.
+    """
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"not an {SCHEMA} document: schema {data.get('schema')!r}")
+    results = [
+        Result(
+            check=get_check(r["check"]),
+            queue_kind=r["queue_kind"],
+            method=r["start_method"],
+            status=r["status"],
+            observed=r["observed"],
+            figures=dict(r["figures"]),
+            duration=float(r["duration"]),
+        )
+        for r in data["results"]
+    ]
+    return Report(
+        results=results,
+        methods=list(data["start_methods"]),
+        kinds=list(data["queue_kinds"]),
+        target=data["target"],
+        tolerance=float(data["tolerance"]),
+        python=data["python"],
+        implementation=data["implementation"],
+        platform=data["platform"],
+        durations={k: float(v) for k, v in data["durations"].items()},
+    )

@@ -26,6 +26,9 @@ from ._runtime.events import Mark as Mark
 from ._runtime.faults import Fault as Fault
 from ._runtime.faults import FaultSpecError as FaultSpecError
 from ._runtime.fqueue import FaultQueue as FaultQueue
+from ._timing import TimingError as TimingError
+from ._timing import expect_immediate as expect_immediate
+from ._timing import expect_timeout as expect_timeout
 
 __version__ = "0.1.0"
 
@@ -47,7 +50,10 @@ __all__ = [
     "Mark",
     "MpfaultError",
     "SpawnError",
+    "TimingError",
     "__version__",
     "default_start_methods",
+    "expect_immediate",
+    "expect_timeout",
     "faults",
 ]

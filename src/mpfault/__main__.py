@@ -85,7 +85,9 @@ def _build_parser() -> _Parser:
         metavar="METHODS",
         help="comma-separated start methods (default: all available here)",
     )
-    check.add_argument("--kinds", metavar="KINDS", help=f"comma-separated queue kinds: {KINDS_HELP}")
+    check.add_argument(
+        "--kinds", metavar="KINDS", help=f"comma-separated queue kinds: {KINDS_HELP}"
+    )
     check.add_argument("--rows", metavar="ROWS", help="rows to run, e.g. 1,2,5-8 (default: all)")
     check.add_argument("--queue", metavar="MODULE:FACTORY", help=QUEUE_HELP)
     check.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
@@ -130,9 +132,7 @@ def _list_checks(out: IO[str]) -> None:
     for c in all_checks():
         kinds = ",".join(c.kinds)
         status = "" if c.func is not None else "  (not observable)"
-        out.write(
-            f"{c.id:<48} {c.kind:<10} {kinds:<11} {c.versions:<8} {c.title[:70]}{status}\n"
-        )
+        out.write(f"{c.id:<48} {c.kind:<10} {kinds:<11} {c.versions:<8} {c.title[:70]}{status}\n")
 
 
 def _check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:

@@ -205,13 +205,13 @@ def blocking_get(q: Any, ready: Any, prime: bool = False) -> None:
     q.get()
 
 
-def sentinel_consumer(q: Any, report: Any) -> None:
-    """``for item in iter(q.get, None)``: count the items, then report the count."""
+def sentinel_consumer(q: Any, report: Any, name: str) -> None:
+    """``for item in iter(q.get, None)``: count the items, then send ``(name, count)``."""
     _guard()
     n = 0
     for _ in iter(q.get, None):
         n += 1
-    report.send(n)
+    report.send((name, n))
 
 
 def use_global_queue(report: Any) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import queue
 import time
+from collections.abc import Callable
 
 from .context import CheckContext
 from .model import Mismatch, Outcome, failed, passed
@@ -15,7 +17,7 @@ DOC_PUT = (
 )
 DOC_NONBLOCK_PUT = (
     'Doc Queue.put: "Otherwise (block is False), put an item on the queue if a free slot is '
-    'immediately available, else raise the queue.Full exception (timeout is ignored in that '
+    "immediately available, else raise the queue.Full exception (timeout is ignored in that "
     'case)."; put_nowait: "Equivalent to put(obj, False)."'
 )
 DOC_NONBLOCK_GET = (
@@ -270,27 +272,32 @@ def zero_negative_timeouts(cx: CheckContext) -> Outcome:
     full.put("a")
     if cx.kind == "MQ":
         cx.immediate("get(timeout=0)", queue.Empty, lambda: q.get(timeout=0))
-        cx.immediate("put(x, timeout=0) on a full queue", queue.Full, lambda: full.put("x", True, 0))
-        for label, fn in (
+        cx.immediate(
+            "put(x, timeout=0) on a full queue", queue.Full, lambda: full.put("x", True, 0)
+        )
+        calls: list[tuple[str, Callable[[], object]]] = [
             ("get(timeout=-1)", lambda: q.get(timeout=-1)),
             ("put(x, timeout=-1)", lambda: full.put("x", timeout=-1)),
-        ):
+        ]
+        for label, fn in calls:
             try:
                 fn()
             except ValueError as exc:
                 if "non-negative" not in str(exc):
                     raise Mismatch(f"{label} raised ValueError({str(exc)!r})") from None
             except Exception as exc:
-                raise Mismatch(f"{label} raised {type(exc).__name__} instead of ValueError") from None
+                raise Mismatch(
+                    f"{label} raised {type(exc).__name__} instead of ValueError"
+                ) from None
             else:
                 raise Mismatch(f"{label} returned instead of raising ValueError")
         return passed("timeout=0 is non-blocking; a negative timeout raises ValueError")
-    for t in (0, -1, 1e-9):
-        cx.immediate(f"get(timeout={t:g})", queue.Empty, lambda t=t: q.get(timeout=t))
+    for t in (0.0, -1.0, 1e-9):
+        cx.immediate(f"get(timeout={t:g})", queue.Empty, functools.partial(q.get, timeout=t))
         cx.immediate(
             f"put(x, timeout={t:g}) on a full queue",
             queue.Full,
-            lambda t=t: full.put("x", timeout=t),
+            functools.partial(full.put, "x", timeout=t),
         )
     return passed("timeouts 0, -1 and 1e-9 made non-blocking attempts (Empty/Full at once)")
 

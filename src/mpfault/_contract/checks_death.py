@@ -19,7 +19,7 @@ from .registry import check, unobservable
 DOC_KILL = (
     'Doc "Pipes and Queues" warning: "If a process is killed using Process.terminate() or '
     "os.kill() while it is trying to use a Queue, then the data in the queue is likely to "
-    'become corrupted. This may cause any other process to get an exception when it tries '
+    "become corrupted. This may cause any other process to get an exception when it tries "
     'to use the queue later on."'
 )
 
@@ -171,7 +171,7 @@ def no_eof(cx: CheckContext) -> Outcome:
     r = exit_group(cx).normal
     if r.received != 50 or r.exitcode != 0:
         return failed(f"the producer's run failed: {r.received} items, exit code {r.exitcode}")
-    if r.alive_after_hold:
+    if r.eof:
         return failed("the reader polled readable (EOF) after the producer exited")
     if cx.kind != "SQ" and r.note != "Empty":
         return failed(f"get(timeout) after the producer exited: {r.note}")

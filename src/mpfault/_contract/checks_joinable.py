@@ -101,8 +101,7 @@ def unpicklable_wedges_join(cx: CheckContext) -> Outcome:
 unobservable(
     row=50,
     slug="join-waits-once",
-    title="join() waits once, not in a loop: it is not a strict barrier under concurrent "
-    "producers",
+    title="join() waits once, not in a loop: it is not a strict barrier under concurrent producers",
     kind="detail",
     source="Code l.348-351: if not zero: self._cond.wait()",
     kinds=("JQ",),
@@ -117,7 +116,7 @@ unobservable(
     kind="documented",
     source=(
         'Doc: "you must call JoinableQueue.task_done() for each task removed from the queue '
-        'or else the semaphore used to count the number of unfinished tasks may eventually '
+        "or else the semaphore used to count the number of unfinished tasks may eventually "
         'overflow, raising an exception."'
     ),
     kinds=("JQ",),

@@ -27,8 +27,7 @@ DOC_EXIT_WAITS = (
 @check(
     row=24,
     slug="feeder-thread-started",
-    title="the first put() starts a feeder thread; put() returns before the data is in the "
-    "pipe",
+    title="the first put() starts a feeder thread; put() returns before the data is in the pipe",
     kind="documented",
     source=(
         'Doc Queue: "When a process first puts an item on the queue a feeder thread is '
@@ -62,6 +61,7 @@ class Exited:
     received: int = 0
     alive_after_hold: bool = False
     seconds: float = 0.0
+    eof: bool = False
     note: str = ""
 
 
@@ -137,7 +137,7 @@ def _exit_group(cx: CheckContext) -> ExitGroup:
         g.normal.received += 1
     normal_p.join(cx.deadline)
     g.normal.exitcode = normal_p.exitcode
-    g.normal.alive_after_hold = bool(normal_q._reader.poll(0.05))  # EOF would be readable
+    g.normal.eof = bool(normal_q._reader.poll(0.05))  # EOF would be readable
     if feeder:
         try:
             extra = normal_q.get(timeout=0.05)
@@ -219,7 +219,7 @@ def exit_waits_for_flush(cx: CheckContext) -> Outcome:
     kind="detail",
     source=(
         'Doc join_thread: "By default if a process is not the creator of the queue then on '
-        'exit it will attempt to join the queue\'s background thread." The code joins in every '
+        "exit it will attempt to join the queue's background thread.\" The code joins in every "
         "process since bpo-30886 (3.5.4/3.6.2)."
     ),
     kinds=("Q",),
@@ -240,8 +240,8 @@ def creator_also_waits(cx: CheckContext) -> Outcome:
     title="joining a child whose unconsumed puts exceed the pipe waits until they are got",
     kind="documented",
     source=(
-        'Doc Programming guidelines, "Joining processes that use queues": q.put(\'X\' * '
-        "1000000) ... p.join()  # this deadlocks; \"if a child process has put items on a "
+        "Doc Programming guidelines, \"Joining processes that use queues\": q.put('X' * "
+        '1000000) ... p.join()  # this deadlocks; "if a child process has put items on a '
         "queue (and it has not used cancel_join_thread), then that process will not "
         'terminate until all buffered items have been flushed to the pipe."'
     ),

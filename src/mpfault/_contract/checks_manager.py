@@ -7,6 +7,7 @@ import pickle
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import _children
@@ -38,8 +39,7 @@ QUEUE_METHODS = (
         "it.\" Code managers.py l.1220-1221: register('Queue', queue.Queue)"
     ),
     kinds=("MQ",),
-    expect="the proxy has empty, full, get, get_nowait, join, put, put_nowait, qsize, "
-    "task_done",
+    expect="the proxy has empty, full, get, get_nowait, join, put, put_nowait, qsize, task_done",
 )
 def manager_queue_api(cx: CheckContext) -> Outcome:
     """Row 56."""
@@ -210,7 +210,7 @@ def manager_death(cx: CheckContext) -> Outcome:
     "wrong authkey is rejected",
     kind="documented",
     source=(
-        'Doc "Using a remote manager": QueueManager(address=(\'\', 50000), '
+        "Doc \"Using a remote manager\": QueueManager(address=('', 50000), "
         "authkey=b'abracadabra'), register('get_queue', callable=lambda: queue); clients "
         "register('get_queue') and connect(). CPython _TestRemoteManager.test_remote"
     ),
@@ -225,7 +225,7 @@ def remote_manager(cx: CheckContext) -> Outcome:
     server = _children.RemoteQueueServer(address=("127.0.0.1", 0), authkey=key, ctx=cx.mp)
     server.start()
     cx.on_cleanup(server.shutdown)
-    address = server.address
+    address: Any = server.address
     one = _children.RemoteQueueClient(address=address, authkey=key)
     one.connect()
     two = _children.RemoteQueueClient(address=address, authkey=key)
@@ -304,10 +304,11 @@ def manager_shutdown(cx: CheckContext) -> Outcome:
     first = q.get(timeout=cx.deadline)
     if first != 1:
         return failed(f"get() after shutdown() returned {first!r} instead of 1")
-    for label, fn in (
+    calls: list[tuple[str, Callable[[], object]]] = [
         ("get()", lambda: q.get(timeout=cx.deadline)),
         ("put(2)", lambda: q.put(2)),
-    ):
+    ]
+    for label, fn in calls:
         try:
             fn()
         except shutdown_error:

@@ -95,7 +95,11 @@ def globals_not_shared(cx: CheckContext) -> Outcome:
 
 def _fork_kind(kind: str) -> Any:
     fork = multiprocessing.get_context("fork")
-    return {"Q": fork.Queue, "JQ": fork.JoinableQueue, "SQ": fork.SimpleQueue}[kind]()
+    if kind == "Q":
+        return fork.Queue()
+    if kind == "JQ":
+        return fork.JoinableQueue()
+    return fork.SimpleQueue()
 
 
 @check(
@@ -176,8 +180,7 @@ def fork_warns(cx: CheckContext) -> Outcome:
     title="a forked child's copy of a queue has an empty buffer and its own feeder: nothing "
     "is duplicated",
     kind="detail",
-    source="Code l.52-53, 65-82: register_after_fork -> _reset(after_fork=True). CPython "
-    "test_fork",
+    source="Code l.52-53, 65-82: register_after_fork -> _reset(after_fork=True). CPython test_fork",
     kinds=("Q", "JQ"),
     methods=("fork",),
     expect="parent puts 0-9, forked child puts 10-19: each of 0-19 arrives exactly once",
@@ -212,7 +215,7 @@ def forked_child_fresh(cx: CheckContext) -> Outcome:
 )
 def capacity(cx: CheckContext) -> Outcome:
     """Row 71."""
-    from multiprocessing.synchronize import SEM_VALUE_MAX
+    from multiprocessing.synchronize import SEM_VALUE_MAX  # type: ignore[attr-defined]
 
     q = cx.make()
     cx.figure(SEM_VALUE_MAX=SEM_VALUE_MAX)
@@ -221,7 +224,9 @@ def capacity(cx: CheckContext) -> Outcome:
     try:
         cx.make(SEM_VALUE_MAX + 1)
     except (OverflowError, OSError, ValueError) as exc:
-        return passed(f"_maxsize {SEM_VALUE_MAX}; maxsize {SEM_VALUE_MAX + 1}: {type(exc).__name__}")
+        return passed(
+            f"_maxsize {SEM_VALUE_MAX}; maxsize {SEM_VALUE_MAX + 1}: {type(exc).__name__}"
+        )
     return failed(f"a queue with maxsize {SEM_VALUE_MAX + 1} was created")
 
 

@@ -140,8 +140,7 @@ def unpicklable_at_exit(cx: CheckContext) -> Outcome:
     slug="unpicklable-raises-in-caller",
     title="SQ and MQ pickle in put(), so an unpicklable object raises in the caller",
     kind="detail",
-    source="Code SimpleQueue.put: _ForkingPickler.dumps(obj) first; MQ: conn.send in "
-    "_callmethod",
+    source="Code SimpleQueue.put: _ForkingPickler.dumps(obj) first; MQ: conn.send in _callmethod",
     kinds=("SQ", "MQ"),
     expect="put(Unpicklable()) raises TypeError/PicklingError; the queue stays usable",
 )
@@ -167,8 +166,7 @@ def unpicklable_raises_in_caller(cx: CheckContext) -> Outcome:
     title="an item that fails to unpickle raises in get(); the item is gone and the queue "
     "stays usable",
     kind="detail",
-    source="Code get: self._sem.release() happens before _ForkingPickler.loads(res) "
-    "(undocumented)",
+    source="Code get: self._sem.release() happens before _ForkingPickler.loads(res) (undocumented)",
     kinds=("Q", "JQ", "SQ"),
     expect="first get() raises the ValueError from unpickling; the next get() returns 'next'",
 )

@@ -28,9 +28,7 @@ def simplequeue_api(cx: CheckContext) -> Outcome:
     q = cx.make()
     want = ["get", "put", "empty"] + (["close"] if sys.version_info >= (3, 9) else [])
     missing = [m for m in want if not callable(getattr(q, m, None))]
-    extra = [
-        m for m in ("qsize", "full", "get_nowait", "put_nowait", "task_done") if hasattr(q, m)
-    ]
+    extra = [m for m in ("qsize", "full", "get_nowait", "put_nowait", "task_done") if hasattr(q, m)]
     if missing or extra:
         return failed(f"missing {missing}, unexpected {extra}")
     try:

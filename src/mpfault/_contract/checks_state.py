@@ -32,17 +32,20 @@ class Visibility:
 
 
 def _visibility(cx: CheckContext) -> Visibility:
-    """Put on a Queue(1) and look right away: empty()/full()/qsize(), or get_nowait().
+    """Put on a fresh Queue(1) and look right away: empty()/full()/qsize(), or get_nowait().
 
-    Even trials look at empty(), full() and qsize(); odd trials call get_nowait().
-    Then empty() is polled until it turns False (the latency of row 13).
+    Each trial uses a fresh queue, so its put() is the first one (the case of CPython's
+    note).  Even trials look at empty(), full() and qsize(); odd trials call
+    get_nowait().  Then empty() is polled until it turns False (the latency of row 13).
     """
-    q = cx.make(1)
-    if not hasattr(q, "empty"):
-        raise Unsupported("the queue has no empty()")
-    v = Visibility(has_full=hasattr(q, "full"), has_qsize=hasattr(q, "qsize"))
-    has_nowait = hasattr(q, "get_nowait")
+    v = Visibility()
     for i in range(TRIALS):
+        q = cx.make(1)
+        if i == 0:
+            if not hasattr(q, "empty"):
+                raise Unsupported("the queue has no empty()")
+            v.has_full, v.has_qsize = hasattr(q, "full"), hasattr(q, "qsize")
+            has_nowait = hasattr(q, "get_nowait")
         item = ("trial", i)
         q.put(item)
         t0 = time.perf_counter()
@@ -73,6 +76,8 @@ def _visibility(cx: CheckContext) -> Visibility:
             got = cx.get(q)
         if got != item:
             raise Mismatch(f"got {got!r} instead of {item!r}")
+        if cx.kind in ("Q", "JQ", "SQ"):
+            q.close()
     return v
 
 
@@ -93,7 +98,8 @@ def qsize_counts_buffered(cx: CheckContext) -> Outcome:
     """Row 11."""
     v = cx.shared("visibility", lambda: _visibility(cx))
     looked = v.trials - v.nowait_trials
-    cx.figure(**{"qsize()==1": f"{v.qsize_one}/{looked}", "empty() too": v.empty_right_after})
+    cx.figure(**{"qsize()==1": f"{v.qsize_one}/{looked}"})
+    cx.figure(**{"empty() too": v.empty_right_after})
     if v.qsize_one != looked:
         return failed(f"qsize() was 1 right after put() in only {v.qsize_one}/{looked} trials")
     return passed(
@@ -109,7 +115,7 @@ def qsize_counts_buffered(cx: CheckContext) -> Outcome:
     kind="detail",
     source=(
         'Doc qsize: "Note that this may raise NotImplementedError on platforms like macOS '
-        'where sem_getvalue() is not implemented." gh-101094 (closed, won\'t fix)'
+        "where sem_getvalue() is not implemented.\" gh-101094 (closed, won't fix)"
     ),
     kinds=("Q", "JQ"),
     platforms=("darwin",),
@@ -160,7 +166,7 @@ def empty_turns_false(cx: CheckContext) -> Outcome:
     kind="detail",
     source="Code l.126-127: return not self._poll(); the feeder thread writes later",
     kinds=("Q", "JQ"),
-    expect="empty() True right after put() in at least one of 10 trials",
+    expect="empty() True right after the first put() in at least one of 10 trials",
 )
 def empty_lags(cx: CheckContext) -> Outcome:
     """Row 13 (the lag detail; gh-142837 would remove it)."""
@@ -216,12 +222,13 @@ def full_and_empty(cx: CheckContext) -> Outcome:
     "every put that succeeded is delivered once",
     kind="documented",
     source=(
-        NOT_RELIABLE + ' (full()). queue docs: "if full() returns False it doesn\'t guarantee '
+        NOT_RELIABLE + " (full()). queue docs: \"if full() returns False it doesn't guarantee "
         'that a subsequent call to put() will not block."'
     ),
     kinds=("Q", "JQ", "MQ"),
     generic=True,
-    expect="2 producers x 300 guarded puts on Queue(2): only Full raised; no loss, no duplicate",
+    expect="2 producers (a child, a thread) x 300 guarded puts on Queue(2): only Full raised; "
+    "no loss, no duplicate",
     headline="Full raised",
 )
 def full_check_then_put(cx: CheckContext) -> Outcome:
@@ -230,7 +237,11 @@ def full_check_then_put(cx: CheckContext) -> Outcome:
     q = cx.make(2)
     cx.require(q, "full", "put_nowait")
     r, w = cx.pipe()
-    producers = [cx.start(_children.guarded_puts, q, tag, n, w) for tag in (0, 1)]
+    # One producer in a child, one in a thread of this process.
+    producers = [
+        cx.start(_children.guarded_puts, q, 0, n, w),
+        cx.thread(_children.guarded_puts, cx.for_thread(q), 1, n, w),
+    ]
     reports: dict[int, tuple[Any, ...]] = {}
     got: list[Any] = []
     end = time.monotonic() + cx.deadline
@@ -280,12 +291,12 @@ def full_check_then_put(cx: CheckContext) -> Outcome:
     "every item is delivered once",
     kind="documented",
     source=(
-        NOT_RELIABLE + ' (empty()). queue docs: "if empty() returns False it doesn\'t '
+        NOT_RELIABLE + " (empty()). queue docs: \"if empty() returns False it doesn't "
         'guarantee that a subsequent call to get() will not block."'
     ),
     kinds=("Q", "JQ", "MQ"),
     generic=True,
-    expect="2 consumers, 300 items: only Empty raised; each item got exactly once",
+    expect="2 consumers (a child, a thread), 300 items: only Empty raised; each item got once",
     headline="Empty raised",
 )
 def empty_check_then_get(cx: CheckContext) -> Outcome:
@@ -294,7 +305,11 @@ def empty_check_then_get(cx: CheckContext) -> Outcome:
     q = cx.make()
     cx.require(q, "empty", "get_nowait")
     r, w = cx.pipe()
-    consumers = [cx.start(_children.guarded_gets, q, w) for _ in range(2)]
+    # One consumer in a child, one in a thread of this process.
+    consumers = [
+        cx.start(_children.guarded_gets, q, w),
+        cx.thread(_children.guarded_gets, cx.for_thread(q), w),
+    ]
     for i in range(n):
         q.put(i)
     for _ in consumers:
@@ -372,4 +387,3 @@ def qsize_full_on_closed(cx: CheckContext) -> Outcome:
     if (size, full) != (0, False):
         return failed(f"qsize()={size!r}, full()={full!r}")
     return passed("qsize()=0, full()=False on the closed queue")
-

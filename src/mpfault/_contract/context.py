@@ -266,7 +266,8 @@ class CheckContext:
 
         *target* must be a module-level function (spawn and forkserver import it).
         """
-        p = (ctx or self.mp).Process(target=target, args=args, daemon=True)
+        mp: Any = ctx or self.mp
+        p = mp.Process(target=target, args=args, daemon=True)
         self._procs.append(p)
         p.start()
         return p

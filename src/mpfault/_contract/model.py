@@ -11,6 +11,7 @@ the JSON are rendered from.
 
 from __future__ import annotations
 
+import platform as _platform
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -293,7 +294,7 @@ class Report:
         target: ``"stdlib"`` or the ``module:factory`` of a custom queue.
         tolerance: timeout overshoot tolerance used, seconds.
         python: ``sys.version`` of the interpreter.
-        implementation: ``sys.implementation.name``.
+        implementation: ``platform.python_implementation()`` (``CPython``).
         platform: ``sys.platform``.
         durations: seconds spent per start method.
     """
@@ -304,7 +305,7 @@ class Report:
     target: str = "stdlib"
     tolerance: float = 1.0
     python: str = sys.version.split()[0]
-    implementation: str = sys.implementation.name
+    implementation: str = _platform.python_implementation()
     platform: str = sys.platform
     durations: dict[str, float] = field(default_factory=dict)
 

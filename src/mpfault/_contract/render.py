@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .model import NO_QUEUE, Figure, Report, Result
-from .registry import get_check
+from .registry import all_checks, get_check
 
 __all__ = ["SCHEMA", "format_figure", "render_table", "report_from_json", "report_to_json"]
 
@@ -66,7 +66,8 @@ def render_table(report: Report) -> str:
             by_cell[key] = {}
             order.append(key)
         by_cell[key][r.method] = r
-    order.sort(key=lambda k: (get_check(k[0]).row, _pos(report, k)))
+    index = {c.id: n for n, c in enumerate(all_checks())}
+    order.sort(key=lambda k: (index.get(k[0], len(index)), _pos(report, k)))
     notes: dict[str, int] = {}
     header = f"{'row':>3}  {'check':<40} {'type':<6} {'queue':<6}" + "".join(
         f" {m:<{_CELL}}" for m in methods
@@ -84,10 +85,11 @@ def render_table(report: Report) -> str:
         kind_type = "doc" if check.kind == "documented" else "detail"
         line = f"{row}  {name} {(kind_type if first else ''):<6} {kind:<6}"
         for m in methods:
-            r = cells.get(m)
-            if r is None:
+            cell = cells.get(m)
+            if cell is None:
                 line += f" {'':<{_CELL}}"
                 continue
+            r = cell
             note = None
             if r.status != "pass":
                 text = _note_text(r)
@@ -112,7 +114,9 @@ def render_table(report: Report) -> str:
     if report.ok:
         lines.append("Verdict: OK - no documented behaviour violated")
     else:
-        lines.append(f"Verdict: FAILED - {counts['violations']} violation(s) of documented behaviour")
+        lines.append(
+            f"Verdict: FAILED - {counts['violations']} violation(s) of documented behaviour"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -119,7 +119,7 @@ def plan(
     stdlib queue are then skipped when run).  Otherwise a check gets a cell for each of
     its queue kinds that is in *kinds* (``-`` for a check that uses no queue).
     """
-    cells = []
+    cells: list[tuple[Check, str, str]] = []
     for method in methods:
         for c in checks:
             if custom:
@@ -163,21 +163,26 @@ class ContractRunner:
     def queue_factory(self, kind: str, method: str) -> QueueFactory | None:
         """``make(maxsize)`` for *kind* under *method* (``None`` for kind ``-``)."""
         mp = multiprocessing.get_context(method)
-        if kind == CUSTOM:
-            factory = self.factory
-            if factory is None:
-                raise ValueError("no custom queue factory was given")
-            return lambda maxsize=0: factory(mp, maxsize)
-        if kind == "Q":
-            return lambda maxsize=0: mp.Queue(maxsize)
-        if kind == "JQ":
-            return lambda maxsize=0: mp.JoinableQueue(maxsize)
-        if kind == "SQ":
-            return lambda maxsize=0: mp.SimpleQueue()
-        if kind == "MQ":
-            return lambda maxsize=0: self._manager(method).Queue(maxsize)
         if kind == NO_QUEUE:
             return None
+        factory = self.factory
+        if kind == CUSTOM and factory is None:
+            raise ValueError("no custom queue factory was given")
+
+        def make(maxsize: int = 0) -> Any:
+            if kind == CUSTOM:
+                assert factory is not None
+                return factory(mp, maxsize)
+            if kind == "Q":
+                return mp.Queue(maxsize)
+            if kind == "JQ":
+                return mp.JoinableQueue(maxsize)
+            if kind == "SQ":
+                return mp.SimpleQueue()
+            return self._manager(method).Queue(maxsize)
+
+        if kind in (CUSTOM, *ALL_KINDS):
+            return make
         raise ValueError(f"unknown queue kind {kind!r} (known: {', '.join(ALL_KINDS)})")
 
     def run(self, check: Check, kind: str, method: str) -> Result:
@@ -258,7 +263,6 @@ def _describe_error(exc: BaseException) -> str:
             where = f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
             break
     return f"raised {type(exc).__name__}: {exc}{where}"
-
 
 
 def run_contract(

@@ -96,6 +96,21 @@ OUT_RAISED = 2
 
 _SIMPLE = (int, float, bool, type(None))
 _MAX = 40
+_MAXB = 65535  # the longest string field of a record, in bytes
+
+
+def _short_str(s: Any, t: type) -> str:
+    """``short_repr`` of a str or bytes object."""
+    if len(s) <= _MAX:
+        return repr(s)
+    return f"{s[:_MAX]!r}…({len(s)})"
+
+
+def _key_str(s: Any, t: type) -> str:
+    """``item_key`` of a str or bytes object."""
+    if len(s) <= 64:
+        return f"{t.__name__}:{s!r}"
+    return f"{t.__name__}:{len(s)}:{s[:32]!r}:{s[-32:]!r}"
 
 
 def short_repr(obj: object) -> str:
@@ -104,10 +119,7 @@ def short_repr(obj: object) -> str:
     if t in _SIMPLE:
         return repr(obj)
     if t is str or t is bytes:
-        s: Any = obj
-        if len(s) <= _MAX:
-            return repr(s)
-        return f"{s[:_MAX]!r}…({len(s)})"
+        return _short_str(obj, t)
     try:
         r = repr(obj)
     except Exception as e:  # a broken __repr__ must not break the queue
@@ -127,10 +139,7 @@ def item_key(obj: object) -> str:
     if t in _SIMPLE:
         return f"{t.__name__}:{obj!r}"
     if t is str or t is bytes:
-        s: Any = obj
-        if len(s) <= 64:
-            return f"{t.__name__}:{s!r}"
-        return f"{t.__name__}:{len(s)}:{s[:32]!r}:{s[-32:]!r}"
+        return _key_str(obj, t)
     try:
         r = repr(obj)
     except Exception:
@@ -140,12 +149,57 @@ def item_key(obj: object) -> str:
     return f"{t.__name__}:{r}"
 
 
+def _utf8(s: str) -> bytes:
+    b = s.encode("utf-8", "replace")
+    return b if len(b) <= _MAXB else b[:_MAXB]
+
+
+def item_fields(obj: object) -> tuple[bytes, bytes]:
+    """``short_repr(obj)`` and ``item_key(obj)``, encoded as in a record.
+
+    The same bytes as encoding the two strings, computed with one ``repr`` (the
+    hot path of every put and get).
+    """
+    t = type(obj)
+    if t is int:
+        r = repr(obj).encode()  # ASCII
+        if len(r) <= 60000:
+            return r, b"int:" + r
+        return r[:_MAXB], (b"int:" + r)[:_MAXB]
+    if t is str or t is bytes:
+        if len(obj) <= _MAX:  # type: ignore[arg-type]
+            r = repr(obj).encode("utf-8", "replace")  # at most a few hundred bytes
+            return r, (b"str:" if t is str else b"bytes:") + r
+        return _utf8(_short_str(obj, t)), _utf8(_key_str(obj, t))
+    if t in _SIMPLE:
+        r = repr(obj).encode()
+        return r, t.__name__.encode() + b":" + r
+    try:
+        s = repr(obj)
+    except Exception as e:  # a broken __repr__ must not break the queue
+        return (
+            _utf8(f"<{t.__name__} repr failed: {type(e).__name__}>"),
+            _utf8(f"{t.__name__}:id"),
+        )
+    short = s if len(s) <= 60 else s[:57] + "..."
+    key = s if len(s) <= 200 else f"{len(s)}:{s[:96]}:{s[-96:]}"
+    return _utf8(short), _utf8(f"{t.__name__}:{key}")
+
+
+# The record after its length field; the length is written last, so that a
+# record is only visible (to a reader, or after a SIGKILL) once it is complete.
+_BODY = struct.Struct("<BBBxhHHHxxqI")
+_pack_body = _BODY.pack
+_pack_len = struct.Struct("<I").pack_into
+_now = time.monotonic_ns
+
+
 class Recorder:
     """Append-only, memory-mapped event log of one process.
 
-    Created lazily, once per process and run directory, by the runtime.  Not
-    thread-safe by itself: callers hold the runtime's lock (the GIL makes the
-    offset bump atomic enough for CPython, but we do not rely on it).
+    Created lazily, once per process and run directory, by the runtime.
+    Thread-safe: every record is appended under the recorder's lock (one
+    acquisition per record), and is in the mapping when the call returns.
     """
 
     def __init__(self, directory: str, process: str, pid: int | None = None) -> None:
@@ -176,41 +230,38 @@ class Recorder:
         self._mm = mmap.mmap(self._fd, new)
         self._size = new
 
+    def _write(self, kind: int, op: int, outcome: int, fault: int, qb: bytes, ab: bytes,
+               bb: bytes, seq: int) -> int:
+        """Append one record (string fields already encoded); return its ``seq``.
+
+        ``seq`` 0 with ``kind`` BEGIN allocates the next sequence number.  The
+        caller holds no lock.
+        """
+        payload = qb + ab + bb
+        with self._lock:
+            if not seq and kind == KIND_BEGIN:
+                self.seq = seq = self.seq + 1
+            body = _pack_body(
+                kind, op, outcome, fault, len(qb), len(ab), len(bb), _now(), seq
+            ) + payload
+            off = self._off
+            end = off + 4 + len(body)
+            if end + 4 > self._size:
+                self._grow(end + 4 - off)
+            self._mm[off + 4 : end] = body
+            _pack_len(self._mm, off, end - off)
+            self._off = end
+        return seq
+
     def _append(
         self, kind: int, op: int, outcome: int, fault: int, queue: str, a: str, b: str, seq: int
     ) -> None:
-        qb = queue.encode("utf-8", "replace")[:65535]
-        ab = a.encode("utf-8", "replace")[:65535]
-        bb = b.encode("utf-8", "replace")[:65535]
-        length = _REC_SIZE + len(qb) + len(ab) + len(bb)
-        with self._lock:
-            if self._off + length + 4 > self._size:
-                self._grow(length + 4)
-            off = self._off
-            self._off = off + length
-            self._mm[off + _REC_SIZE : off + length] = qb + ab + bb
-            _REC.pack_into(
-                self._mm,
-                off,
-                length,
-                kind,
-                op,
-                outcome,
-                fault,
-                len(qb),
-                len(ab),
-                len(bb),
-                time.monotonic_ns(),
-                seq,
-            )
+        self._write(kind, op, outcome, fault, _utf8(queue), _utf8(a), _utf8(b), seq)
 
     def begin(self, queue: str, op: int, item: str = "", key: str = "") -> int:
         """Record that ``op`` was invoked; return its sequence number."""
-        with self._lock:
-            self.seq += 1
-            seq = self.seq
-        self._append(KIND_BEGIN, op, OUT_PENDING, -1, queue, item, key, seq)
-        return seq
+        return self._write(KIND_BEGIN, op, OUT_PENDING, -1, _utf8(queue), _utf8(item),
+                           _utf8(key), 0)
 
     def end(
         self,
@@ -223,11 +274,30 @@ class Recorder:
         detail: str = "",
     ) -> None:
         """Record that operation ``seq`` returned (``item``) or raised (``detail``)."""
-        self._append(KIND_END, op, outcome, fault, queue, item, detail, seq)
+        self._write(KIND_END, op, outcome, fault, _utf8(queue), _utf8(item), _utf8(detail), seq)
 
     def mark(self, kind: str, queue: str = "", detail: str = "", fault: int = -1) -> None:
         """Record a process-level event (see ``MARKS``)."""
         self._append(KIND_MARK, MARK_CODES[kind], OUT_OK, fault, queue, detail, "", 0)
+
+    # -- the hot path of FaultQueue: the queue name comes encoded (see ``_utf8``) --
+    def begin_item(self, qb: bytes, op: int, obj: object) -> int:
+        """``begin(queue, op, short_repr(obj), item_key(obj))``."""
+        ab, bb = item_fields(obj)
+        return self._write(KIND_BEGIN, op, OUT_PENDING, -1, qb, ab, bb, 0)
+
+    def begin_bare(self, qb: bytes, op: int) -> int:
+        """``begin(queue, op)``."""
+        return self._write(KIND_BEGIN, op, OUT_PENDING, -1, qb, b"", b"", 0)
+
+    def end_item(self, seq: int, qb: bytes, op: int, obj: object) -> None:
+        """``end(seq, queue, op, OUT_OK, -1, short_repr(obj), item_key(obj))``."""
+        ab, bb = item_fields(obj)
+        self._write(KIND_END, op, OUT_OK, -1, qb, ab, bb, seq)
+
+    def end_ok(self, seq: int, qb: bytes, op: int) -> None:
+        """``end(seq, queue, op, OUT_OK)``."""
+        self._write(KIND_END, op, OUT_OK, -1, qb, b"", b"", seq)
 
     def close(self) -> None:
         """Release the mapping (the file and its records stay)."""

@@ -65,8 +65,11 @@ def test_malformed_marker_spec_names_the_test(pytester: pytest.Pytester) -> None
 @pytest.mark.parametrize(
     ("setting", "value", "message"),
     [
-        ("--mpfault-start-methods", "fork,sporn", "unknown start method 'sporn' from "
-         "--mpfault-start-methods"),
+        (
+            "--mpfault-start-methods",
+            "fork,sporn",
+            "unknown start method 'sporn' from --mpfault-start-methods",
+        ),
         ("--mpfault-deadline", "soon", "invalid deadline 'soon' from --mpfault-deadline"),
         ("--mpfault-seed", "x1", "invalid seed 'x1' from --mpfault-seed"),
     ],
@@ -81,9 +84,7 @@ def test_bad_options(pytester: pytest.Pytester, setting: str, value: str, messag
 def test_precedence_ini_env_option_marker(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytester.makeini(
-        "[pytest]\nmpfault_faults =\n    put#1:drop\nmpfault_start_methods = fork\n"
-    )
+    pytester.makeini("[pytest]\nmpfault_faults =\n    put#1:drop\nmpfault_start_methods = fork\n")
     pytester.makepyfile(
         test_a=SHOW_PLAN,
         test_b="""
@@ -105,7 +106,9 @@ def test_precedence_ini_env_option_marker(
     r = pytester.runpytest_subprocess(*base, "--mpfault=put#3:drop", "-v", timeout=120)
     assert _plans(r) == ["put#3:drop", "put#4:drop"]
     # test ids show the start method
-    r.stdout.fnmatch_lines(["test_a.py::test_plan[[]fork[]]*", "test_b.py::test_marked[[]spawn[]]*"])
+    r.stdout.fnmatch_lines(
+        ["test_a.py::test_plan[[]fork[]]*", "test_b.py::test_marked[[]spawn[]]*"]
+    )
 
 
 def test_header_seed_and_replay(pytester: pytest.Pytester) -> None:
@@ -129,7 +132,7 @@ def test_header_seed_and_replay(pytester: pytest.Pytester) -> None:
 
 
 def test_faults_stay_with_their_test_under_xdist(pytester: pytest.Pytester) -> None:
-    body = '''
+    body = """
 import pytest
 
 def put_all(q, items):
@@ -145,10 +148,8 @@ def test_{name}(mpfault):
     assert got == [i for i in range(6) if i != {n} - 1]
     assert mpfault.fired() == {{"q1: put#{n}:drop": 1}}
     assert [i.value for i in mpfault.history.lost()] == ["{lost}"]
-'''
-    files = {
-        f"test_iso{n}": body.format(n=n, name=f"drop{n}", lost=n - 1) for n in range(1, 5)
-    }
+"""
+    files = {f"test_iso{n}": body.format(n=n, name=f"drop{n}", lost=n - 1) for n in range(1, 5)}
     pytester.makepyfile(**files)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", timeout=180)
     result.assert_outcomes(passed=8)

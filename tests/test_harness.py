@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-import mpfault
 from mpfault import Child, ChildError, FaultQueue, Hang, Harness, MpfaultError, SpawnError
 
 

@@ -11,11 +11,12 @@ import sys
 import time
 
 import pytest
+
 from procs import wait_gone
 
 METHODS = ["fork", "spawn", "forkserver"]
 
-TARGETS = '''
+TARGETS = """
 import os, queue, signal, sys
 import pytest
 
@@ -54,13 +55,13 @@ def start_stuck(h, n=2):
     for _ in children:
         record(ready.get(timeout=60))
     return children
-'''
+"""
 
 
 def test_failure_reports(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_reports=TARGETS
-        + '''
+        + """
 def test_exc(mpfault):
     mpfault.spawn(boom).result(timeout=60)
 
@@ -79,7 +80,7 @@ def test_livelock(mpfault):
 
 def test_output(mpfault):
     assert mpfault.spawn(chatty).result(timeout=60) == 2
-'''
+"""
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(failed=15)
@@ -92,7 +93,8 @@ def test_output(mpfault):
         )
         # the signal that killed the child
         assert re.search(rf"child 'die-1' \(pid \d+, {m}\) was killed by SIGKILL", out)
-        assert f"test_hang[{m}]" in out and f"test_livelock[{m}]" in out
+        assert f"test_hang[{m}]" in out
+        assert f"test_livelock[{m}]" in out
     assert out.count('raise ValueError("child says no")') >= 3
     assert out.count("result(timeout=0.5) of child 'stuck-1': it timed out after 0.5s") == 3
     assert out.count("q.get()  # STUCK-LINE") >= 3
@@ -110,11 +112,11 @@ def test_output(mpfault):
 def test_junitxml_carries_child_output(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_junit=TARGETS
-        + '''
+        + """
 @pytest.mark.mpfault(start_methods=["fork"])
 def test_output(mpfault):
     assert mpfault.spawn(chatty).result(timeout=60) == 2
-'''
+"""
     )
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--junitxml=out.xml", "-o", "junit_logging=all", timeout=120
@@ -130,7 +132,7 @@ def _pids(path: os.PathLike[str] | str) -> list[int]:
         return [int(x) for x in f.read().split()]
 
 
-LEAK_TESTS = '''
+LEAK_TESTS = """
 def test_fails(mpfault):
     start_stuck(mpfault)
     assert False, "failing on purpose"
@@ -148,7 +150,7 @@ def test_timeout_thread(mpfault):
 def test_interrupted(mpfault):
     start_stuck(mpfault)
     raise KeyboardInterrupt
-'''
+"""
 
 
 @pytest.mark.parametrize(
@@ -193,21 +195,31 @@ def test_no_process_left_behind(pytester: pytest.Pytester, test: str, method: st
 def test_no_process_left_after_pytest_is_sigkilled(pytester: pytest.Pytester, method: str) -> None:
     pytester.makepyfile(
         test_sigkill=TARGETS
-        + '''
+        + """
 def test_blocks(mpfault):
     start_stuck(mpfault)
     print("READY", flush=True)
     sys.__stdout__.write("READY\\n")
     sys.__stdout__.flush()
     mpfault.children[0].result()
-'''
+"""
     )
     pids = pytester.path / "pids"
     env = dict(os.environ, MPF_PIDS=str(pids))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s",
-         f"test_sigkill.py::test_blocks[{method}]"],
-        cwd=pytester.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-s",
+            f"test_sigkill.py::test_blocks[{method}]",
+        ],
+        cwd=pytester.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()

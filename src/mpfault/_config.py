@@ -178,8 +178,9 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
     opt_s = config.getoption("mpfault_seed", None)
     if opt_s is not None:
         seed = _seed(opt_s, "--mpfault-seed", config)
-    grace = _seconds(config.getini("mpfault_grace") or DEFAULT_GRACE, "ini mpfault_grace",
-                     "grace", False)
+    grace = _seconds(
+        config.getini("mpfault_grace") or DEFAULT_GRACE, "ini mpfault_grace", "grace", False
+    )
     tol = _seconds(
         config.getini("mpfault_timeout_tolerance") or DEFAULT_TOLERANCE,
         "ini mpfault_timeout_tolerance",
@@ -207,7 +208,9 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
             sources["start_methods"] = "marker"
         if "deadline" in kw:
             deadline = (
-                None if kw["deadline"] is None else _seconds(kw["deadline"], where, "deadline", True)
+                None
+                if kw["deadline"] is None
+                else _seconds(kw["deadline"], where, "deadline", True)
             )
         if kw.get("seed") is not None:
             seed = _seed(kw["seed"], where, None)

@@ -218,7 +218,7 @@ class _GateHub:
         while True:
             try:
                 data = self.sock.recv(4096)
-            except (BlockingIOError, TimeoutError, socket.timeout):
+            except (BlockingIOError, TimeoutError):
                 return got
             got = True
             msg = json.loads(data)
@@ -530,7 +530,7 @@ class Child:
         end = time.monotonic() + timeout
         while self._stack is None:
             left = end - time.monotonic()
-            if left <= 0 or not self._pump(left) and self._stack is None:
+            if left <= 0 or (not self._pump(left) and self._stack is None):
                 return f"(no answer within {timeout}s: the process may hold the GIL in C code)"
         return self._stack
 
@@ -572,8 +572,10 @@ class Harness:
         test_id: str = "",
         grace: float = 1.0,
     ) -> None:
-        method = start_method or multiprocessing.get_start_method(allow_none=True) or (
-            default_start_methods()[0]
+        method = (
+            start_method
+            or multiprocessing.get_start_method(allow_none=True)
+            or (default_start_methods()[0])
         )
         if method not in multiprocessing.get_all_start_methods():
             raise MpfaultError(
@@ -654,15 +656,15 @@ class Harness:
         for item in hist.lost():
             by_queue.setdefault(item.queue, []).append(f"{item.value} (by {item.process})")
         for q, items in by_queue.items():
-            shown = ", ".join(items[:5]) + (f", ... {len(items) - 5} more" if len(items) > 5 else "")
+            shown = ", ".join(items[:5]) + (
+                f", ... {len(items) - 5} more" if len(items) > 5 else ""
+            )
             out.append(f"  {q!r}: {len(items)} item(s): {shown}")
         return out
 
     def stacks(self) -> dict[str, str]:
         """The stack of every live child, by name (see :meth:`Child.stack`)."""
-        return {
-            f"{c.name} (pid {c.pid})": c.stack() for c in self.children if c.is_alive()
-        }
+        return {f"{c.name} (pid {c.pid})": c.stack() for c in self.children if c.is_alive()}
 
     # -- children -----------------------------------------------------------------------
     def spawn(
@@ -701,7 +703,9 @@ class Harness:
             parent_end=parent_end if fork else None,
             parent_pid=os.getpid(),
         )
-        process = self.ctx.Process(target=bootstrap.run, args=(spec,), name=name, daemon=False)
+        process = self.ctx.Process(  # type: ignore[attr-defined]
+            target=bootstrap.run, args=(spec,), name=name, daemon=False
+        )
         try:
             with warnings.catch_warnings():
                 # 3.12+ warns when forking a multi-threaded process (queue feeder threads);
@@ -946,7 +950,7 @@ def _preload_forkserver(ctx: BaseContext) -> None:
     if not _PRELOADED:
         _PRELOADED = True
         with contextlib.suppress(Exception):
-            ctx.set_forkserver_preload(["mpfault._runtime.bootstrap"])  # type: ignore[attr-defined]
+            ctx.set_forkserver_preload(["mpfault._runtime.bootstrap"])
 
 
 def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
@@ -961,5 +965,7 @@ def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
         elif isinstance(x, str):
             out.extend(_parse_faults(x, source=where))
         else:
-            raise MpfaultError(f"{where}: {x!r} is not a fault (use mpfault.faults or a spec string)")
+            raise MpfaultError(
+                f"{where}: {x!r} is not a fault (use mpfault.faults or a spec string)"
+            )
     return out

@@ -64,11 +64,9 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     parser.addini("mpfault_deadline", HELP["deadline"], default="")
     parser.addini("mpfault_grace", HELP["grace"], default="")
     parser.addini("mpfault_timeout_tolerance", HELP["timeout_tolerance"], default="")
-    try:
-        from ._contract import pytest_plugin as contract
-    except ImportError:  # pragma: no cover - the contract is part of the package
-        contract = None
-    if contract is not None and not pluginmanager.is_registered(contract):
+    from ._contract import pytest_plugin as contract
+
+    if not pluginmanager.is_registered(contract):
         pluginmanager.register(contract, "mpfault-contract")
 
 
@@ -193,8 +191,8 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
     settings = resolve(request.config, marker, item.nodeid)
     method = getattr(request, "param", None) or settings.start_methods[0]
     fixed = marker is not None and marker.kwargs.get("seed") is not None
-    base_seed = settings.seed if fixed and settings.seed is not None else (
-        request.config.stash[SEED_KEY]
+    base_seed = (
+        settings.seed if fixed and settings.seed is not None else (request.config.stash[SEED_KEY])
     )
     deadline = settings.deadline
     timeout = item.stash.get(TIMEOUT_KEY, None)
@@ -223,7 +221,7 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
 def _attach_html(report: pytest.TestReport, page: str) -> None:
     """Attach the timeline to the report for pytest-html (as an inline frame)."""
     try:
-        from pytest_html import extras
+        from pytest_html import extras  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - pytest-html without its extras module
         return
     import html

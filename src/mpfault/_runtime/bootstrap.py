@@ -118,12 +118,18 @@ def _redirect(out_path: str, err_path: str) -> None:
         os.dup2(new, fd)
         os.close(new)
     sys.stdout = io.TextIOWrapper(
-        io.FileIO(1, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
-        line_buffering=True, write_through=True,
+        io.FileIO(1, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+        write_through=True,
     )
     sys.stderr = io.TextIOWrapper(
-        io.FileIO(2, "w", closefd=False), encoding="utf-8", errors="backslashreplace",
-        line_buffering=True, write_through=True,
+        io.FileIO(2, "w", closefd=False),
+        encoding="utf-8",
+        errors="backslashreplace",
+        line_buffering=True,
+        write_through=True,
     )
 
 
@@ -203,8 +209,10 @@ def _ensure_modules(modules: list[tuple[str, str]]) -> None:
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
     t = type(exc)
-    qual = t.__qualname__ if t.__module__ in ("builtins", "__main__") else (
-        f"{t.__module__}.{t.__qualname__}"
+    qual = (
+        t.__qualname__
+        if t.__module__ in ("builtins", "__main__")
+        else (f"{t.__module__}.{t.__qualname__}")
     )
     text = "".join(traceback.format_exception(t, exc, exc.__traceback__))
     try:

@@ -228,7 +228,7 @@ class FaultQueue:
         rec = st.recorder
         name = self._name
         has_item = op in PUT_OPS
-        item = args[0] if has_item and args else kwargs.get("obj", None)
+        item = args[0] if has_item and args else kwargs.get("obj")
         firing = self._select(st, op, faults, item, has_item)
         seq = (
             rec.begin(name, code, short_repr(item), item_key(item))

@@ -27,11 +27,11 @@ from .events import Recorder
 
 __all__ = [
     "GATES_DIR",
-    "RunInfo",
     "ProcessState",
+    "RunInfo",
+    "derive_seed",
     "generation",
     "get_state",
-    "derive_seed",
 ]
 
 GATES_DIR = "gates"

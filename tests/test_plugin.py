@@ -239,3 +239,31 @@ def test_blocks(mpfault):
     proc.wait(30)
     proc.stdout.close()
     assert wait_gone(found, 10) == [], "children outlived the SIGKILLed pytest"
+
+
+def test_spawn_children_do_not_reimport_the_pytest_script(pytester: pytest.Pytester) -> None:
+    script = os.path.join(os.path.dirname(sys.executable), "pytest")
+    if not os.path.exists(script):
+        pytest.skip("no pytest console script next to the interpreter")
+    pytester.makepyfile(
+        """
+        import sys
+        import pytest
+
+        def main_file():
+            return getattr(sys.modules.get("__mp_main__"), "__file__", None)
+
+        @pytest.mark.mpfault(start_methods=["spawn", "forkserver"])
+        def test_main(mpfault):
+            assert mpfault.spawn(main_file).result(timeout=60) is None
+        """
+    )
+    proc = subprocess.run(
+        [script, "-p", "no:cacheprovider", "-q"],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 passed" in proc.stdout

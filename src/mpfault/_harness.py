@@ -711,7 +711,8 @@ class Harness:
                 # 3.12+ warns when forking a multi-threaded process (queue feeder threads);
                 # the test chose the fork start method on purpose.
                 warnings.filterwarnings("ignore", message=".*multi-threaded.*use of fork")
-                process.start()
+                with _skip_pytest_main(self.start_method):
+                    process.start()
         except Exception as exc:
             parent_end.close()
             child_end.close()
@@ -939,6 +940,39 @@ def _wait_all(children: list[Child], timeout: float) -> None:
             return
         multiprocessing.connection.wait([c._process.sentinel for c in pending], left)
         pending = [c for c in pending if c.is_alive()]
+
+
+@contextlib.contextmanager
+def _skip_pytest_main(method: str) -> Any:
+    """Do not make spawn/forkserver children re-import pytest's console script.
+
+    Children normally re-run the parent's ``__main__`` module; when that is the
+    ``pytest`` script it only imports pytest (~0.2 s per child) and defines nothing
+    a child could need.  (``python -m pytest`` is skipped by multiprocessing itself.)
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None) or ""
+    if (
+        method == "fork"
+        or getattr(main, "__spec__", None) is not None
+        or os.path.basename(path) not in ("pytest", "py.test")
+    ):
+        yield
+        return
+    from multiprocessing import spawn as _spawn
+
+    original = _spawn.get_preparation_data
+
+    def preparation_data(name: str) -> dict[str, Any]:
+        data = original(name)
+        data.pop("init_main_from_path", None)
+        return data
+
+    _spawn.get_preparation_data = preparation_data
+    try:
+        yield
+    finally:
+        _spawn.get_preparation_data = original
 
 
 _PRELOADED = False

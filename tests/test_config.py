@@ -129,6 +129,30 @@ def test_header_seed_and_replay(pytester: pytest.Pytester) -> None:
         "-s", "--mpfault-start-methods=fork", f"--mpfault-seed={header.group(1)}", "-n", "2"
     )
     r3.assert_outcomes(passed=1)
+    assert r3.stdout.str().count("mpfault: seed=") == 1  # the controller's header only
+
+
+def test_marker_is_registered(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mpfault("put#1:drop", start_methods=["fork"], deadline=10)
+        def test_marked(mpfault):
+            q = mpfault.queue()
+            q.put(1)
+            assert mpfault.fired() == {"q1: put#1:drop": 1}
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
+    result.assert_outcomes(passed=1)
+    help_text = pytester.runpytest_subprocess("--markers").stdout.str()
+    assert "@pytest.mark.mpfault(*specs, start_methods=None, deadline=None, seed=None)" in help_text
+    options = pytester.runpytest_subprocess("--help").stdout.str()
+    for name in ["--mpfault-start-methods", "--mpfault=SPEC", "--mpfault-seed", "--mpfault-deadline",
+                 "--mpfault-report", "mpfault_faults", "mpfault_deadline", "mpfault_grace",
+                 "mpfault_timeout_tolerance", "mpfault_start_methods"]:
+        assert name in options, name
 
 
 def test_faults_stay_with_their_test_under_xdist(pytester: pytest.Pytester) -> None:

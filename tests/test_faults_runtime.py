@@ -209,3 +209,35 @@ def test_same_seed_same_firings() -> None:
     assert first == again
     assert 0 < len(first) < 40
     assert first != other
+
+
+class ListQueue:
+    """A third-party queue with the queue API (threads only), to wrap."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        self.items.append(item)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
+        if not self.items:
+            raise queue.Empty
+        return self.items.pop(0)
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_wrap_a_third_party_queue(mpfault: Harness) -> None:
+    q = mpfault.wrap(ListQueue(), faults=["put#2:drop", "qsize:return(7)"], name="mine")
+    for i in range(3):
+        q.put(i)
+    assert q.get() == 0
+    assert q.get() == 2
+    with pytest.raises(queue.Empty):
+        q.get()
+    assert q.qsize() == 7
+    assert not hasattr(q, "full")  # only the operations the wrapped queue has
+    assert [i.value for i in mpfault.history.lost("mine")] == ["1"]

@@ -107,6 +107,8 @@ def test_output(mpfault):
     # the mpfault section: seed, replay line, children, timeline
     assert out.count("replay: pytest 'test_reports.py::test_kill[") == 3
     assert re.search(r"die-1 \(pid \d+\): killed by SIGKILL", out)
+    # the harness's own queues and locks leave no resource_tracker warnings behind
+    assert "leaked" not in result.stderr.str()
 
 
 def test_junitxml_carries_child_output(pytester: pytest.Pytester) -> None:

@@ -47,7 +47,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         dest="mpfault_faults",
         action="append",
         metavar="SPEC",
-        help=HELP["faults"],
+        help=HELP["faults"].replace("%", "%%"),  # argparse formats help with %
     )
     group.addoption("--mpfault-seed", dest="mpfault_seed", metavar="N", help=HELP["seed"])
     group.addoption(

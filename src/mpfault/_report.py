@@ -50,7 +50,7 @@ def timeline_input(
 ) -> TimelineInput:
     """The history of ``harness`` and what is known of its children, for the timelines."""
     hist = harness.history
-    procs = []
+    procs = [ProcessInfo(name="MainProcess", pid=harness.run.controller_pid, role="the test")]
     for c in harness.children:
         code = c.exitcode
         procs.append(

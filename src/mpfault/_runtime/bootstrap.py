@@ -27,6 +27,7 @@ import sys
 import threading
 import traceback
 import types
+import warnings
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
@@ -238,6 +239,15 @@ def run(spec: ChildSpec) -> None:
         spec.parent_end.close()
     _redirect(spec.out_path, spec.err_path)
     control = spec.control
+    # Our control thread makes every child multi-threaded, and on 3.12+ os.fork() then
+    # warns (an error under -W error, whose filters a forked child inherits).  The
+    # thread holds no lock a forked grandchild could need, so do not let it change the
+    # behaviour of code that forks.
+    warnings.filterwarnings(
+        "ignore",
+        message=r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)",
+        category=DeprecationWarning,
+    )
     threading.Thread(
         target=_control_loop, args=(control,), name="mpfault-control", daemon=True
     ).start()

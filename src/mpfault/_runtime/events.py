@@ -25,12 +25,15 @@ name.  For MARK, ``op`` is a mark kind, ``a`` its detail.
 
 from __future__ import annotations
 
+import itertools
 import json
 import mmap
 import os
 import struct
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +102,7 @@ _MAX = 40
 _MAXB = 65535  # the longest string field of a record, in bytes
 
 
-def _short_str(s: Any, t: type) -> str:
+def _short_str(s: Any) -> str:
     """``short_repr`` of a str or bytes object."""
     if len(s) <= _MAX:
         return repr(s)
@@ -119,7 +122,7 @@ def short_repr(obj: object) -> str:
     if t in _SIMPLE:
         return repr(obj)
     if t is str or t is bytes:
-        return _short_str(obj, t)
+        return _short_str(obj)
     try:
         r = repr(obj)
     except Exception as e:  # a broken __repr__ must not break the queue
@@ -154,7 +157,7 @@ def _utf8(s: str) -> bytes:
     return b if len(b) <= _MAXB else b[:_MAXB]
 
 
-def item_fields(obj: object) -> tuple[bytes, bytes]:
+def _item_fields(obj: object) -> tuple[bytes, bytes]:
     """``short_repr(obj)`` and ``item_key(obj)``, encoded as in a record.
 
     The same bytes as encoding the two strings, computed with one ``repr`` (the
@@ -170,7 +173,7 @@ def item_fields(obj: object) -> tuple[bytes, bytes]:
         if len(obj) <= _MAX:  # type: ignore[arg-type]
             r = repr(obj).encode("utf-8", "replace")  # at most a few hundred bytes
             return r, (b"str:" if t is str else b"bytes:") + r
-        return _utf8(_short_str(obj, t)), _utf8(_key_str(obj, t))
+        return _utf8(_short_str(obj)), _utf8(_key_str(obj, t))
     if t in _SIMPLE:
         r = repr(obj).encode()
         return r, t.__name__.encode() + b":" + r
@@ -186,20 +189,28 @@ def item_fields(obj: object) -> tuple[bytes, bytes]:
     return _utf8(short), _utf8(f"{t.__name__}:{key}")
 
 
-# The record after its length field; the length is written last, so that a
-# record is only visible (to a reader, or after a SIGKILL) once it is complete.
-_BODY = struct.Struct("<BBBxhHHHxxqI")
-_pack_body = _BODY.pack
-_pack_len = struct.Struct("<I").pack_into
+_pack_rec = _REC.pack
 _now = time.monotonic_ns
+#: Without a GIL (free-threaded builds), ``next()`` on a counter and ``mmap.write``
+#: are not atomic: the recorder then takes its lock for them.
+_GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
+
+Writers = tuple[
+    Callable[[object], int], Callable[[], int], Callable[[int], None], Callable[[int, object], None]
+]
 
 
 class Recorder:
     """Append-only, memory-mapped event log of one process.
 
     Created lazily, once per process and run directory, by the runtime.
-    Thread-safe: every record is appended under the recorder's lock (one
-    acquisition per record), and is in the mapping when the call returns.
+
+    Thread-safe.  A record is built in full, then appended with one
+    ``mmap.write`` call: one copy at the mapping's position, which the call then
+    advances; under the GIL nothing else runs in between, so the call is the
+    reservation, the copy and the publication at once (without a GIL, the
+    recorder's lock is taken around it).  The record is in the kernel's page
+    cache when the call returns, so it survives the process being killed.
     """
 
     def __init__(self, directory: str, process: str, pid: int | None = None) -> None:
@@ -208,60 +219,79 @@ class Recorder:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, f"{self.pid}.ev")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        self._size = _INITIAL_SIZE
-        os.ftruncate(self._fd, self._size)
-        self._mm = mmap.mmap(self._fd, self._size)
+        os.ftruncate(self._fd, _INITIAL_SIZE)
+        self._mm = mm = mmap.mmap(self._fd, _INITIAL_SIZE)
         header = json.dumps({"pid": self.pid, "process": process}).encode()
         if len(header) > HEADER_SIZE - 12:
             header = json.dumps({"pid": self.pid, "process": process[:200]}).encode()
-        self._mm[0:8] = MAGIC
-        self._mm[8:12] = struct.pack("<I", len(header))
-        self._mm[12 : 12 + len(header)] = header
-        self._off = HEADER_SIZE
-        self.seq = 0
+        mm[0:8] = MAGIC
+        mm[8:12] = struct.pack("<I", len(header))
+        mm[12 : 12 + len(header)] = header
+        mm.seek(HEADER_SIZE)
         self._lock = threading.Lock()
+        self._seqs = itertools.count(1)
+        self._next_seq: Callable[[], int]
+        #: appends a record; raises ValueError when the mapping is full (or closed)
+        self._fast_write: Callable[[bytes], object]
+        if _GIL:
+            self._next_seq = self._seqs.__next__
+            self._fast_write = mm.write
+        else:  # pragma: no cover - free-threaded builds only
+            self._next_seq = self._next_seq_locked
+            self._fast_write = self._slow_write
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last operation begun (0: none yet)."""
+        return int(repr(self._seqs)[6:-1]) - 1  # "count(N)": N is the next one
+
+    # -- appending ----------------------------------------------------------------
+    def _write(self, data: bytes) -> None:
+        """Append one record (built in full)."""
+        try:
+            self._fast_write(data)
+        except ValueError:
+            self._slow_write(data)
+
+    def _slow_write(self, data: bytes) -> None:
+        """Append under the lock, growing the mapping first if needed."""
+        with self._lock:
+            self._grow(len(data))
+            self._mm.write(data)  # closed: ValueError
+
+    def _next_seq_locked(self) -> int:  # pragma: no cover - free-threaded
+        with self._lock:
+            return next(self._seqs)
 
     def _grow(self, need: int) -> None:
-        new = self._size
-        while new < self._off + need:
+        """Make room for ``need`` more bytes (the caller holds the lock)."""
+        mm = self._mm
+        size = mm.size()
+        new = size
+        while new - mm.tell() < need + 4:
             new *= 2
-        os.ftruncate(self._fd, new)
-        self._mm.close()
-        self._mm = mmap.mmap(self._fd, new)
-        self._size = new
-
-    def _write(self, kind: int, op: int, outcome: int, fault: int, qb: bytes, ab: bytes,
-               bb: bytes, seq: int) -> int:
-        """Append one record (string fields already encoded); return its ``seq``.
-
-        ``seq`` 0 with ``kind`` BEGIN allocates the next sequence number.  The
-        caller holds no lock.
-        """
-        payload = qb + ab + bb
-        with self._lock:
-            if not seq and kind == KIND_BEGIN:
-                self.seq = seq = self.seq + 1
-            body = _pack_body(
-                kind, op, outcome, fault, len(qb), len(ab), len(bb), _now(), seq
-            ) + payload
-            off = self._off
-            end = off + 4 + len(body)
-            if end + 4 > self._size:
-                self._grow(end + 4 - off)
-            self._mm[off + 4 : end] = body
-            _pack_len(self._mm, off, end - off)
-            self._off = end
-        return seq
+        if new != size:
+            mm.resize(new)  # extends the file too; keeps the position
 
     def _append(
         self, kind: int, op: int, outcome: int, fault: int, queue: str, a: str, b: str, seq: int
     ) -> None:
-        self._write(kind, op, outcome, fault, _utf8(queue), _utf8(a), _utf8(b), seq)
+        qb = _utf8(queue)
+        ab = _utf8(a)
+        bb = _utf8(b)
+        length = _REC_SIZE + len(qb) + len(ab) + len(bb)
+        self._write(
+            _pack_rec(length, kind, op, outcome, fault, len(qb), len(ab), len(bb), _now(), seq)
+            + qb
+            + ab
+            + bb
+        )
 
     def begin(self, queue: str, op: int, item: str = "", key: str = "") -> int:
         """Record that ``op`` was invoked; return its sequence number."""
-        return self._write(KIND_BEGIN, op, OUT_PENDING, -1, _utf8(queue), _utf8(item),
-                           _utf8(key), 0)
+        seq = self._next_seq()
+        self._append(KIND_BEGIN, op, OUT_PENDING, -1, queue, item, key, seq)
+        return seq
 
     def end(
         self,
@@ -274,30 +304,101 @@ class Recorder:
         detail: str = "",
     ) -> None:
         """Record that operation ``seq`` returned (``item``) or raised (``detail``)."""
-        self._write(KIND_END, op, outcome, fault, _utf8(queue), _utf8(item), _utf8(detail), seq)
+        self._append(KIND_END, op, outcome, fault, queue, item, detail, seq)
 
     def mark(self, kind: str, queue: str = "", detail: str = "", fault: int = -1) -> None:
         """Record a process-level event (see ``MARKS``)."""
         self._append(KIND_MARK, MARK_CODES[kind], OUT_OK, fault, queue, detail, "", 0)
 
-    # -- the hot path of FaultQueue: the queue name comes encoded (see ``_utf8``) --
-    def begin_item(self, qb: bytes, op: int, obj: object) -> int:
-        """``begin(queue, op, short_repr(obj), item_key(obj))``."""
-        ab, bb = item_fields(obj)
-        return self._write(KIND_BEGIN, op, OUT_PENDING, -1, qb, ab, bb, 0)
+    def writers(self, queue: str, op: int) -> Writers:
+        """Fast record writers for operation ``op`` on ``queue`` (FaultQueue's hot path).
 
-    def begin_bare(self, qb: bytes, op: int) -> int:
-        """``begin(queue, op)``."""
-        return self._write(KIND_BEGIN, op, OUT_PENDING, -1, qb, b"", b"", 0)
+        Returns ``(begin_item, begin, end_ok, end_item)``:
 
-    def end_item(self, seq: int, qb: bytes, op: int, obj: object) -> None:
-        """``end(seq, queue, op, OUT_OK, -1, short_repr(obj), item_key(obj))``."""
-        ab, bb = item_fields(obj)
-        self._write(KIND_END, op, OUT_OK, -1, qb, ab, bb, seq)
+        * ``begin_item(obj) -> seq``: ``begin(queue, op, short_repr(obj), item_key(obj))``
+        * ``begin() -> seq``: ``begin(queue, op)``
+        * ``end_ok(seq)``: ``end(seq, queue, op, OUT_OK)``
+        * ``end_item(seq, obj)``: ``end(seq, queue, op, OUT_OK, -1, short_repr(obj),
+          item_key(obj))``
 
-    def end_ok(self, seq: int, qb: bytes, op: int) -> None:
-        """``end(seq, queue, op, OUT_OK)``."""
-        self._write(KIND_END, op, OUT_OK, -1, qb, b"", b"", seq)
+        The queue's name and the constant fields are encoded once, here.
+        """
+        qb = _utf8(queue)
+        lq = len(qb)
+        base = _REC_SIZE + lq
+        fast_write = self._fast_write
+        slow_write = self._slow_write
+        next_seq = self._next_seq
+        now = _now
+        fields = _item_fields
+        # records whose strings are all known now: pack the whole head with a
+        # placeholder for (time, seq), and keep the bytes around them
+        pack_ts = _TS.pack
+
+        def split(kind: int, outcome: int) -> tuple[bytes, bytes]:
+            rec = _pack_rec(base, kind, op, outcome, -1, lq, 0, 0, 0, 0) + qb
+            return rec[:_TS_AT], rec[_TS_AT + _TS.size :]
+
+        begin_pre, begin_post = split(KIND_BEGIN, OUT_PENDING)
+        end_pre, end_post = split(KIND_END, OUT_OK)
+        # records with an item: a struct for everything up to the queue name
+        pack_item = struct.Struct(f"<I8sHHxxqI{lq}s").pack
+        begin_const = _pack_rec(0, KIND_BEGIN, op, OUT_PENDING, -1, lq, 0, 0, 0, 0)[4:12]
+        end_const = _pack_rec(0, KIND_END, op, OUT_OK, -1, lq, 0, 0, 0, 0)[4:12]
+
+        def begin_item(obj: object) -> int:
+            if type(obj) is int:
+                ab = repr(obj).encode()
+                if len(ab) > 60000:
+                    ab, bb = fields(obj)
+                else:
+                    bb = b"int:" + ab
+            else:
+                ab, bb = fields(obj)
+            seq = next_seq()
+            la = len(ab)
+            lb = len(bb)
+            data = pack_item(base + la + lb, begin_const, la, lb, now(), seq, qb) + ab + bb
+            try:
+                fast_write(data)
+            except ValueError:
+                slow_write(data)
+            return seq
+
+        def begin() -> int:
+            seq = next_seq()
+            data = begin_pre + pack_ts(now(), seq) + begin_post
+            try:
+                fast_write(data)
+            except ValueError:
+                slow_write(data)
+            return seq
+
+        def end_ok(seq: int) -> None:
+            data = end_pre + pack_ts(now(), seq) + end_post
+            try:
+                fast_write(data)
+            except ValueError:
+                slow_write(data)
+
+        def end_item(seq: int, obj: object) -> None:
+            if type(obj) is int:
+                ab = repr(obj).encode()
+                if len(ab) > 60000:
+                    ab, bb = fields(obj)
+                else:
+                    bb = b"int:" + ab
+            else:
+                ab, bb = fields(obj)
+            la = len(ab)
+            lb = len(bb)
+            data = pack_item(base + la + lb, end_const, la, lb, now(), seq, qb) + ab + bb
+            try:
+                fast_write(data)
+            except ValueError:
+                slow_write(data)
+
+        return begin_item, begin, end_ok, end_item
 
     def close(self) -> None:
         """Release the mapping (the file and its records stay)."""
@@ -305,6 +406,11 @@ class Recorder:
             self._mm.close()
         finally:
             os.close(self._fd)
+
+
+#: (time, seq) at the end of a record's fixed part
+_TS = struct.Struct("<qI")
+_TS_AT = _REC_SIZE - _TS.size
 
 
 @dataclass(frozen=True)

@@ -141,17 +141,37 @@ class FaultQueue:
             faulty.__doc__ = getattr(raw, "__doc__", None)
             return faulty
 
+        # No fault for this operation: the fast path.  The recorder's writers for
+        # (queue, op) are made once per process state (a forked child has its own)
+        # and kept with the state they belong to, in one tuple (threads may race
+        # to refresh it; each sees a consistent one).
+        cache: list[Any] = [None]
+        gen_of = _st
+
+        def writers() -> tuple[Any, ...]:
+            st = self._st
+            if st is None or self._gen != gen_of._generation:
+                st = state()
+            w = cache[0]
+            if w is None or w[0] is not st:
+                w = (st, *st.recorder.writers(name, code))
+                cache[0] = w
+            return w  # type: ignore[no-any-return]
+
         if is_put:
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                rec = state().recorder
-                seq = rec.begin(name, code, short_repr(obj), item_key(obj))
+                w = cache[0]
+                st = self._st
+                if w is None or w[0] is not st or self._gen != gen_of._generation:
+                    w = writers()
+                seq = w[1](obj)
                 try:
                     res = raw(obj, *args, **kwargs)
                 except BaseException as e:
-                    rec.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
+                    w[0].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
                     raise
-                rec.end(seq, name, code, OUT_OK)
+                w[3](seq)
                 return res
 
             put.__name__ = op
@@ -159,14 +179,17 @@ class FaultQueue:
             return put
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            rec = state().recorder
-            seq = rec.begin(name, code)
+            w = cache[0]
+            st = self._st
+            if w is None or w[0] is not st or self._gen != gen_of._generation:
+                w = writers()
+            seq = w[2]()
             try:
                 res = raw(*args, **kwargs)
             except BaseException as e:
-                rec.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
+                w[0].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
                 raise
-            rec.end(seq, name, code, OUT_OK, -1, short_repr(res), item_key(res))
+            w[4](seq, res)
             return res
 
         call.__name__ = op

@@ -34,8 +34,14 @@ else:  # run as a script: benchmarks/ is sys.path[0]
 TARGETS = {"small": 0.90, "10KB": 0.98}
 
 
-def _round(ctx: Any, method: str, wrapped: bool, n: int, item: Any) -> float:
-    """One producer -> consumer run of ``n`` items; return items per second."""
+def _round(
+    ctx: Any, method: str, wrapped: bool, n: int, item: Any, pin: bool, side: str = "both"
+) -> tuple[float, float, float]:
+    """One producer -> consumer run of ``n`` items.
+
+    Returns (items per second, producer CPU seconds per item, consumer CPU seconds
+    per item).
+    """
     h = None
     if wrapped:
         from mpfault import Harness
@@ -46,12 +52,21 @@ def _round(ctx: Any, method: str, wrapped: bool, n: int, item: Any) -> float:
         q = ctx.Queue()
     out = ctx.SimpleQueue()
     barrier = ctx.Barrier(2)
+    done = ctx.Event()
+    cpus = (0, 1) if pin else (None, None)
+    qp = qc = q
+    if wrapped and side != "both":  # wrap one side only (to see which one costs what)
+        qp, qc = (q, q.wrapped) if side == "producer" else (q.wrapped, q)
     try:
-        prod = ctx.Process(target=_targets.producer, args=(q, n, item, barrier, out))
-        cons = ctx.Process(target=_targets.consumer, args=(q, n, barrier, out))
+        prod = ctx.Process(
+            target=_targets.producer, args=(qp, n, item, barrier, out, done, cpus[0])
+        )
+        cons = ctx.Process(target=_targets.consumer, args=(qc, n, barrier, out, cpus[1]))
         cons.start()
         prod.start()
-        got = dict(out.get() for _ in range(2))
+        got = dict(out.get() for _ in range(3))  # first_put, last_get, consumer_cpu
+        done.set()
+        got.update([out.get()])  # producer_cpu
         prod.join()
         cons.join()
         if prod.exitcode or cons.exitcode:
@@ -59,41 +74,45 @@ def _round(ctx: Any, method: str, wrapped: bool, n: int, item: Any) -> float:
         if wrapped:
             assert h is not None
             events = h.history.events
-            if len(events) != 2 * n:
-                raise RuntimeError(f"expected {2 * n} recorded operations, got {len(events)}")
+            want = 2 * n if side == "both" else n
+            if len(events) != want:
+                raise RuntimeError(f"expected {want} recorded operations, got {len(events)}")
     finally:
         if h is not None:
             h.close()
         else:
             q.close()
             q.join_thread()
-    return n / ((got["last_get"] - got["first_put"]) / 1e9)
+    rate = n / ((got["last_get"] - got["first_put"]) / 1e9)
+    return rate, got["producer_cpu"] / n, got["consumer_cpu"] / n
 
 
-def bench(ctx: Any, method: str, label: str, n: int, item: Any, rounds: int) -> dict[str, Any]:
-    _round(ctx, method, False, max(n // 20, 100), item)  # warm up both
-    _round(ctx, method, True, max(n // 20, 100), item)
-    raw: list[float] = []
-    wrapped: list[float] = []
+def bench(
+    ctx: Any, method: str, label: str, n: int, item: Any, rounds: int, pin: bool, side: str
+) -> dict[str, Any]:
+    warm = max(n // 20, 100)
+    _round(ctx, method, False, warm, item, pin)  # warm up both
+    _round(ctx, method, True, warm, item, pin, side)
+    res: dict[bool, list[tuple[float, float, float]]] = {False: [], True: []}
     for i in range(rounds):
         gc.collect()
-        if i % 2:
-            wrapped.append(_round(ctx, method, True, n, item))
-            raw.append(_round(ctx, method, False, n, item))
-        else:
-            raw.append(_round(ctx, method, False, n, item))
-            wrapped.append(_round(ctx, method, True, n, item))
-    m_raw = statistics.median(raw)
-    m_wrapped = statistics.median(wrapped)
+        # alternate the order so a drift of the machine hits both sides alike
+        for wrapped in (True, False) if i % 2 else (False, True):
+            res[wrapped].append(_round(ctx, method, wrapped, n, item, pin, side))
+
+    def med(wrapped: bool, k: int) -> float:
+        return statistics.median(r[k] for r in res[wrapped])
+
     return {
         "label": label,
         "n": n,
         "rounds": rounds,
-        "raw": m_raw,
-        "wrapped": m_wrapped,
-        "ratio": m_wrapped / m_raw,
-        "raw_all": raw,
-        "wrapped_all": wrapped,
+        "raw": med(False, 0),
+        "wrapped": med(True, 0),
+        "ratio": med(True, 0) / med(False, 0),
+        "raw_all": [r[0] for r in res[False]],
+        "wrapped_all": [r[0] for r in res[True]],
+        "cpu": {w: (med(w, 1), med(w, 2)) for w in (False, True)},
     }
 
 
@@ -104,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=0, help="rounds per variant (default 5, quick 3)")
     ap.add_argument("--small", type=int, default=0, help="number of small items")
     ap.add_argument("--large", type=int, default=0, help="number of 10 KB items")
+    ap.add_argument(
+        "--pin", action="store_true", help="pin the producer to CPU 0 and the consumer to CPU 1"
+    )
+    ap.add_argument(
+        "--wrap",
+        choices=("both", "producer", "consumer"),
+        default="both",
+        help="which side uses the harness queue (default both; the others are diagnostics)",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="print every round")
     args = ap.parse_args(argv)
     rounds = args.rounds or (3 if args.quick else 5)
@@ -111,10 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     n_large = args.large or (5_000 if args.quick else 20_000)
     ctx = multiprocessing.get_context(args.method)
     rows = [
-        bench(ctx, args.method, "small", n_small, None, rounds),
-        bench(ctx, args.method, "10KB", n_large, b"x" * 10240, rounds),
+        bench(ctx, args.method, "small", n_small, None, rounds, args.pin, args.wrap),
+        bench(ctx, args.method, "10KB", n_large, b"x" * 10240, rounds, args.pin, args.wrap),
     ]
-    print(f"Python {sys.version.split()[0]}, {sys.platform}, start method {args.method}")
+    print(
+        f"Python {sys.version.split()[0]}, {sys.platform}, start method {args.method}"
+        + ("" if args.wrap == "both" else f", only the {args.wrap} uses the harness queue")
+    )
     head = (
         f"{'items':<6} {'count':>8} {'rounds':>6} {'raw items/s':>12} {'wrapped items/s':>16} "
         f"{'ratio':>6} {'target':>7}"
@@ -134,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             print("   raw:     " + " ".join(f"{x:,.0f}" for x in r["raw_all"]))
             print("   wrapped: " + " ".join(f"{x:,.0f}" for x in r["wrapped_all"]))
+    print("CPU time per item, in µs (medians; the producer's includes its feeder thread):")
+    for r in rows:
+        (rp, rc), (wp, wc) = r["cpu"][False], r["cpu"][True]
+        print(
+            f"  {r['label']:<6} producer raw {rp * 1e6:6.2f}  wrapped {wp * 1e6:6.2f}"
+            f"  (+{(wp - rp) * 1e6:.2f})   consumer raw {rc * 1e6:6.2f}  wrapped {wc * 1e6:6.2f}"
+            f"  (+{(wc - rc) * 1e6:.2f})"
+        )
     return 1 if failed else 0
 
 

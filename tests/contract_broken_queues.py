@@ -59,6 +59,7 @@ class EarlyTimeoutQueue(_Delegating):
     """``get(timeout=t)`` waits only ``t/2`` before raising ``queue.Empty``."""
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Like Queue.get, but a positive timeout is halved (the bug)."""
         if block and timeout is not None and timeout > 0:
             timeout = timeout / 2
         return self._q.get(block, timeout)
@@ -68,9 +69,11 @@ class NeverFullQueue(_Delegating):
     """Ignores ``maxsize``: ``put`` never blocks and never raises ``queue.Full``."""
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put without ever blocking or raising Full (the bug)."""
         self._q.put(obj)
 
     def full(self) -> bool:
+        """Never full."""
         return False
 
 
@@ -79,7 +82,7 @@ class ReorderingQueue:
     ``get`` prefers the second.  Capacity is a shared semaphore, as in CPython."""
 
     def __init__(self, ctx: BaseContext, maxsize: int) -> None:
-        from multiprocessing.synchronize import SEM_VALUE_MAX
+        from multiprocessing.synchronize import SEM_VALUE_MAX  # type: ignore[attr-defined]
 
         self._maxsize = maxsize if maxsize > 0 else SEM_VALUE_MAX
         self._slots = ctx.BoundedSemaphore(self._maxsize)
@@ -93,6 +96,7 @@ class ReorderingQueue:
         return state
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Take a slot, then put on this process's next shard."""
         if not self._slots.acquire(block, timeout):
             raise queue.Full
         shard = self._a if self._turn % 2 == 0 else self._b
@@ -100,6 +104,7 @@ class ReorderingQueue:
         shard.put(obj)
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Get from the second shard first (the bug), else the first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             for shard in (self._b, self._a):
@@ -114,28 +119,36 @@ class ReorderingQueue:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise queue.Empty
-            multiprocessing.connection.wait([self._a._reader, self._b._reader], remaining)
+            readers = [self._a._reader, self._b._reader]  # type: ignore[attr-defined]
+            multiprocessing.connection.wait(readers, remaining)
 
     def put_nowait(self, obj: Any) -> None:
+        """put(obj, False)."""
         self.put(obj, False)
 
     def get_nowait(self) -> Any:
+        """get(False)."""
         return self.get(False)
 
     def empty(self) -> bool:
+        """Whether both shards look empty."""
         return bool(self._a.empty() and self._b.empty())
 
     def full(self) -> bool:
+        """Whether every slot is taken."""
         return self.qsize() >= self._maxsize
 
     def qsize(self) -> int:
+        """Slots taken."""
         return self._maxsize - int(self._slots.get_value())
 
     def close(self) -> None:
+        """Close both shards."""
         self._a.close()
         self._b.close()
 
     def cancel_join_thread(self) -> None:
+        """Do not wait for the shards' feeders at exit."""
         self._a.cancel_join_thread()
         self._b.cancel_join_thread()
 

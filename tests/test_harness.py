@@ -257,3 +257,14 @@ def spawn_grandchild_then_block(q: FaultQueue) -> None:
     p = multiprocessing.get_context("fork").Process(target=ignore_term_and_block, args=(q,))
     p.start()
     q.get()
+
+
+def test_no_deadline_and_no_timeout_waits_until_done() -> None:
+    with Harness(start_method="fork", deadline=None) as h:
+        assert h.spawn(add, 1, 2).result() == 3
+        g = h.gate("put", who="producer-*")
+        q = h.queue(faults=[g])
+        c = h.spawn(producer, q, 1)
+        assert g.wait_reached().process == c.name
+        g.release()
+        assert c.result() == 1

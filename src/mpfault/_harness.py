@@ -53,6 +53,7 @@ QUEUE_KINDS = ("Queue", "JoinableQueue", "SimpleQueue", "ManagerQueue", "Manager
 _LIVE_CONTROL_FDS: set[int] = set()
 _MODULE_CACHE: dict[str, tuple[str, str] | None] = {}
 _CONTROLLER_NAME = "MainProcess"
+_FOREVER = 7 * 24 * 3600.0
 
 
 def default_start_methods() -> list[str]:
@@ -278,6 +279,7 @@ class Gate:
         Raises :class:`Hang` (with every child's stack) if that does not happen
         within ``timeout`` seconds (or the test's deadline).
         """
+        __tracebackhide__ = True
         limit = self._harness._limit(timeout)
         end = time.monotonic() + limit
         while True:
@@ -374,6 +376,7 @@ class Child:
             self._conn = None
 
     def _wait(self, timeout: float | None, until: Callable[[], bool], call: str) -> None:
+        __tracebackhide__ = True
         limit = self._harness._limit(timeout)
         end = time.monotonic() + limit
         while not until():
@@ -405,6 +408,7 @@ class Child:
         Raises :class:`Hang` with every live child's stack if it is still running
         after ``timeout`` seconds (default: the test's deadline).
         """
+        __tracebackhide__ = True
         self._wait(
             timeout,
             lambda: not self._process.is_alive(),
@@ -489,6 +493,7 @@ class Child:
 
         Raises :class:`Hang` if it is not stopped within ``timeout`` seconds.
         """
+        __tracebackhide__ = True
         limit = self._harness._limit(timeout)
         if self.start_method != "forkserver" and self.is_alive():
             # our own child: the kernel tells us when it stops
@@ -530,8 +535,10 @@ class Child:
         end = time.monotonic() + timeout
         while self._stack is None:
             left = end - time.monotonic()
-            if left <= 0 or (not self._pump(left) and self._stack is None):
+            if left <= 0:
                 return f"(no answer within {timeout}s: the process may hold the GIL in C code)"
+            if not self._pump(left) and self._stack is None:
+                return "(control channel closed: the process is exiting)"
         return self._stack
 
     def output(self) -> tuple[str, str]:
@@ -624,7 +631,8 @@ class Harness:
     # -- deadline -------------------------------------------------------------------------
     def _limit(self, timeout: float | None) -> float:
         if self.deadline is None:
-            return float("inf") if timeout is None else max(0.0, timeout)
+            # "forever", within what select() and socket timeouts accept
+            return _FOREVER if timeout is None else max(0.0, min(timeout, _FOREVER))
         left = max(0.0, self.deadline - (time.monotonic() - self._started))
         return left if timeout is None else max(0.0, min(timeout, left))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._harness import Child, Harness, _proc_state, _signame
+from ._history import History
 from ._timeline import ProcessInfo, TimelineInput, render_html, render_text, write_html
 
 __all__ = [
@@ -46,10 +47,14 @@ def output_sections(
 
 
 def timeline_input(
-    harness: Harness, *, hang: str | None = None, failure: str | None = None
+    harness: Harness,
+    *,
+    hang: str | None = None,
+    failure: str | None = None,
+    history: History | None = None,
 ) -> TimelineInput:
     """The history of ``harness`` and what is known of its children, for the timelines."""
-    hist = harness.history
+    hist = harness.history if history is None else history
     procs = [ProcessInfo(name="MainProcess", pid=harness.run.controller_pid, role="the test")]
     for c in harness.children:
         code = c.exitcode
@@ -76,28 +81,35 @@ def timeline_input(
     )
 
 
-def timeline_text(harness: Harness, last: int = 12) -> str:
+def timeline_text(harness: Harness, last: int = 12, history: History | None = None) -> str:
     """The compact text timeline of the harness's history."""
-    return render_text(timeline_input(harness), last=last)
+    return render_text(timeline_input(harness, history=history), last=last)
 
 
-def timeline_html(harness: Harness, failure: str | None = None) -> str:
+def timeline_html(
+    harness: Harness, failure: str | None = None, history: History | None = None
+) -> str:
     """The self-contained HTML/SVG timeline of the harness's history."""
-    return render_html(timeline_input(harness, failure=failure))
+    return render_html(timeline_input(harness, failure=failure, history=history))
 
 
-def write_timeline(harness: Harness, directory: str, failure: str | None = None) -> str:
+def write_timeline(
+    harness: Harness, directory: str, failure: str | None = None, history: History | None = None
+) -> str:
     """Write the HTML timeline to ``directory``; return its path."""
-    return write_html(timeline_input(harness, failure=failure), directory, harness.test_id)
+    inp = timeline_input(harness, failure=failure, history=history)
+    return write_html(inp, directory, harness.test_id)
 
 
-def failure_section(harness: Harness, seed: int, replay: str) -> str:
+def failure_section(
+    harness: Harness, seed: int, replay: str, history: History | None = None
+) -> str:
     """The ``mpfault`` section of a failing test's report."""
     lines = [
         f"start method: {harness.start_method}; run seed: {seed} (test seed {harness.seed})",
         f"replay: {replay}",
     ]
-    hist = harness.history
+    hist = harness.history if history is None else history
     fired = hist.fired()
     if fired:
         lines.append("faults (times fired):")
@@ -116,7 +128,7 @@ def failure_section(harness: Harness, seed: int, replay: str) -> str:
     if len(hist.events) or hist.marks:
         lines.append("timeline (last events of each process):")
         try:
-            lines.append(timeline_text(harness))
+            lines.append(timeline_text(harness, history=hist))
         except Exception as e:  # the report must never hide the real failure
             lines.append(f"  (timeline unavailable: {type(e).__name__}: {e})")
     return "\n".join(lines)

@@ -195,6 +195,7 @@ class ExpectTimeout:
                 expected=self.timeout,
                 exception=exc,
             ) from exc
+        exc.__traceback__ = None  # suppressed: keep the exception, not its frames
         return True
 
 
@@ -266,6 +267,8 @@ class ExpectImmediate:
                 expected=self.limit,
                 exception=exc,
             ) from exc
+        if exc is not None:
+            exc.__traceback__ = None  # suppressed: keep the exception, not its frames
         return exc is not None
 
 

@@ -257,17 +257,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and call.when in ("call", "setup"):
         seed = item.config.stash[SEED_KEY]
         replay = _replay_line(item, item.config.stash[SETTINGS_KEY], seed)
-        text = failure_section(harness, seed, replay)
+        history = harness.history  # read once for every part of the report
+        text = failure_section(harness, seed, replay, history)
         report.sections.append(("mpfault", text))
         summary = report.longreprtext.strip().splitlines()[-1:] if report.longrepr else []
         failure = summary[0][:300] if summary else None
         directory = item.config.getoption("mpfault_report", None)
         if directory:
-            path = write_timeline(harness, directory, failure)
+            path = write_timeline(harness, directory, failure, history)
             report.sections.append(("mpfault timeline", path))
-        html_plugin = item.config.pluginmanager.getplugin("html")
-        if html_plugin is not None:
-            _attach_html(report, timeline_html(harness, failure))
+        if item.config.pluginmanager.hasplugin("html") and item.config.getoption(
+            "htmlpath", None
+        ):
+            _attach_html(report, timeline_html(harness, failure, history))
         for extra in item.config.hook.pytest_mpfault_report_sections(
             harness=harness, item=item, report=report
         ):

@@ -13,6 +13,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from multiprocessing.managers import BaseManager
 from typing import Any
 
@@ -141,37 +142,45 @@ def create_put_return(method: str, size: int, done: Any) -> None:
     done.send("done")
 
 
-def guarded_puts(q: Any, tag: int, n: int, report: Any) -> None:
-    """Do *n* times ``if not q.full(): q.put_nowait((tag, i))``; report what happened.
+def guarded_puts(q: Any, tag: int, n: int, report: Any, patience: float = 20.0) -> None:
+    """Put ``(tag, 0)`` ... ``(tag, n-1)`` with ``if not q.full(): q.put_nowait(x)``.
 
-    Sends ``(tag, ok_seqs, full_raised, skipped, error)``.
+    An item whose put_nowait() raised Full is tried again, so all *n* are put unless
+    *patience* seconds run out.  Sends ``(tag, ok_seqs, full_raised, full_seen, error)``.
     """
     _guard()
     ok: list[int] = []
-    full_raised = skipped = 0
+    full_raised = full_seen = 0
     error = None
+    end = time.monotonic() + patience
     try:
-        for i in range(n):
+        while len(ok) < n and time.monotonic() < end:
             if q.full():
-                skipped += 1
+                full_seen += 1
+                # Yield the GIL so that this process's feeder thread can write the
+                # items already put (a spin holding the GIL starves it); not a wait.
+                time.sleep(0)
                 continue
             try:
-                q.put_nowait((tag, i))
+                q.put_nowait((tag, len(ok)))
             except queue.Full:
                 full_raised += 1
             else:
-                ok.append(i)
+                ok.append(len(ok))
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
-    report.send((tag, ok, full_raised, skipped, error))
+    report.send((tag, ok, full_raised, full_seen, error))
 
 
-def guarded_gets(q: Any, report: Any) -> None:
+def guarded_gets(q: Any, report: Any, ready: Any = None) -> None:
     """Loop ``if not q.empty(): q.get_nowait()`` until ``None``; report what was got.
 
-    Sends ``(got, empty_raised, error)``.
+    Sends ``"ready"`` on *ready* first (if given), then ``(got, empty_raised, error)``
+    on *report*.
     """
     _guard()
+    if ready is not None:
+        ready.send("ready")
     got: list[Any] = []
     empty_raised = 0
     error = None

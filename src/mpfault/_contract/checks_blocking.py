@@ -56,8 +56,8 @@ def put_blocks_when_full(cx: CheckContext) -> Outcome:
             f"put('b') on a full queue (maxsize=1) {blocked.describe()} after "
             f"{blocked.finished - blocked.started:.4f} s instead of blocking"
         )
-    first = cx.get(q)
     freed = time.perf_counter()
+    first = cx.get(q)
     if not blocked.join(cx.deadline):
         return failed(f"put('b') still blocked {cx.deadline:g} s after get() freed a slot")
     blocked.value()
@@ -88,8 +88,8 @@ def get_blocks_until_item(cx: CheckContext) -> Outcome:
     getter = cx.thread(cx.for_thread(q).get)
     if getter.join(cx.hold):
         return failed(f"get() on an empty queue {getter.describe()} instead of blocking")
-    q.put("x")
     put_at = time.perf_counter()
+    q.put("x")
     if not getter.join(cx.deadline):
         return failed(f"get() still blocked {cx.deadline:g} s after put('x')")
     cx.figure(**{"wake s": getter.finished - put_at})

@@ -10,6 +10,7 @@ import queue
 import time
 from typing import Any
 
+from .._timing import TimingError, expect_timeout
 from . import _children
 from .checks_lifecycle import exit_group
 from .context import CheckContext
@@ -44,45 +45,26 @@ def _wait_lock_held(cx: CheckContext, lock: Any, p: Any) -> bool:
     return False
 
 
-def _kill_blocked_consumer(cx: CheckContext) -> Any:
-    """Start a consumer blocked in get() on a fresh queue, SIGKILL it; return the queue."""
-    q = cx.make()
-    r, w = cx.pipe()
-    p = cx.start(_children.blocking_get, q, w)
-    cx.recv(r, what="ready signal")
+def _kill_blocked_consumer(cx: CheckContext, q: Any, p: Any, ready: Any) -> None:
+    """Wait until consumer *p* is blocked in get() holding _rlock, then SIGKILL it."""
+    cx.recv(ready, what="ready signal")
     if not _wait_lock_held(cx, q._rlock, p):
         raise Mismatch("the consumer never held _rlock while blocked in get()")
     p.kill()
     p.join(cx.deadline)
     if p.exitcode != -9:
         raise Mismatch(f"the killed consumer's exit code is {p.exitcode}")
-    return q
 
 
-@check(
-    row=42,
-    slug="killed-consumer-wedges-read-lock",
-    title="a consumer killed inside get() leaves _rlock held: others' get(timeout) raise "
-    "Empty although data waits",
-    kind="detail",
-    source=DOC_KILL + ' Doc Process.terminate: "... liable to cause other processes to deadlock."',
-    kinds=("Q", "JQ"),
-    not_platforms=("win32",),
-    expect="after SIGKILL: item in the pipe, get(timeout=0.1) Empty, get_nowait() Empty, "
-    "empty() False",
-    headline="overshoot",
-)
-def killed_consumer_wedges(cx: CheckContext) -> Outcome:
-    """Row 42."""
-    q = _kill_blocked_consumer(cx)
+def _after_killed_consumer(cx: CheckContext, q: Any) -> Outcome:
     q.put("stuck")
     if not cx.readable(q):
         return failed("the item never reached the pipe")
-    cx.timed_out(
-        f"get(timeout={cx.timeout:g}) after the consumer was killed",
-        queue.Empty,
-        lambda: q.get(timeout=cx.timeout),
-    )
+    try:
+        with expect_timeout(cx.timeout, raises=queue.Empty, tolerance=cx.tolerance) as t:
+            q.get(timeout=cx.timeout)
+    except TimingError as exc:
+        return failed(f"get(timeout={cx.timeout:g}) after the consumer was killed: {exc}")
     try:
         got = q.get_nowait()
     except queue.Empty:
@@ -94,10 +76,68 @@ def killed_consumer_wedges(cx: CheckContext) -> Outcome:
         size: Any = q.qsize()
     except NotImplementedError:  # pragma: no cover - macOS
         size = "n/a"
-    cx.figure(qsize=size)
+    figures = {"overshoot": round(t.overshoot, 6), "qsize": size}
     if empty:
-        return failed("empty() is True although the item is in the pipe")
-    return passed(f"Empty from get(timeout) and get_nowait(); empty() False, qsize() {size}")
+        return failed("empty() is True although the item is in the pipe", **figures)
+    return passed(
+        f"Empty from get(timeout) after {t.elapsed:.4f} s and from get_nowait(); "
+        f"empty() False, qsize() {size}",
+        **figures,
+    )
+
+
+def _after_killed_producer(cx: CheckContext, q: Any, p: Any) -> Outcome:
+    if not cx.readable(q):
+        return failed("the child's feeder never started writing")
+    if not _wait_lock_held(cx, q._wlock, p):
+        return failed("_wlock was not held while the feeder wrote")
+    p.kill()
+    p.join(cx.deadline)
+    if q._wlock.acquire(False):
+        q._wlock.release()
+        return failed("_wlock was free after the writer was killed")
+    return passed("_wlock stays held by the dead producer's feeder")
+
+
+def _death_group(cx: CheckContext) -> tuple[Outcome, Outcome]:
+    """Rows 42 and 43 for Q/JQ: both children are started together (fresh queues)."""
+    consumer_q = cx.make()
+    ready_r, ready_w = cx.pipe()
+    consumer = cx.start(_children.blocking_get, consumer_q, ready_w)
+    # The truncated frame the producer leaves is never read: get() would block forever.
+    producer_q = cx.make()
+    producer = cx.start(_children.put_and_exit, producer_q, [b"x" * (8 * 1024 * 1024)], "hold")
+    try:
+        _kill_blocked_consumer(cx, consumer_q, consumer, ready_r)
+    except Mismatch as exc:
+        row42 = failed(str(exc))
+    else:
+        row42 = _after_killed_consumer(cx, consumer_q)
+    return row42, _after_killed_producer(cx, producer_q, producer)
+
+
+def _report(cx: CheckContext, outcome: Outcome) -> Outcome:
+    cx.figure(**outcome.figures)
+    return outcome
+
+
+@check(
+    row=42,
+    slug="killed-consumer-wedges-read-lock",
+    parallel=True,
+    title="a consumer killed inside get() leaves _rlock held: others' get(timeout) raise "
+    "Empty although data waits",
+    kind="detail",
+    source=DOC_KILL + ' Doc Process.terminate: "... liable to cause other processes to deadlock."',
+    kinds=("Q", "JQ"),
+    not_platforms=("win32",),
+    expect="after SIGKILL: item in the pipe, get(timeout=0.1) Empty, get_nowait() Empty, "
+    "empty() False",
+    headline="overshoot",
+)
+def killed_consumer_wedges(cx: CheckContext) -> Outcome:
+    """Row 42 (its child runs with row 43's)."""
+    return _report(cx, cx.shared("death-group", lambda: _death_group(cx))[0])
 
 
 @check(
@@ -112,7 +152,9 @@ def killed_consumer_wedges(cx: CheckContext) -> Outcome:
 )
 def killed_consumer_wedges_sq(cx: CheckContext) -> Outcome:
     """Row 55."""
-    q = _kill_blocked_consumer(cx)
+    q = cx.make()
+    r, w = cx.pipe()
+    _kill_blocked_consumer(cx, q, cx.start(_children.blocking_get, q, w), r)
     q.put("stuck")
     if q._rlock.acquire(False):
         q._rlock.release()
@@ -125,6 +167,7 @@ def killed_consumer_wedges_sq(cx: CheckContext) -> Outcome:
 @check(
     row=43,
     slug="killed-producer-wedges-write-lock",
+    parallel=True,
     title="a producer killed while its feeder writes a large item leaves _wlock held (and a "
     "truncated frame)",
     kind="detail",
@@ -138,24 +181,14 @@ def killed_consumer_wedges_sq(cx: CheckContext) -> Outcome:
     expect="child puts 8 MiB nobody reads, is SIGKILLed mid-write: _wlock.acquire(False) False",
 )
 def killed_producer_wedges(cx: CheckContext) -> Outcome:
-    """Row 43.  The truncated frame is not read: get() would block forever."""
-    q = cx.make()
-    p = cx.start(_children.put_and_exit, q, [b"x" * (8 * 1024 * 1024)], "hold")
-    if not cx.readable(q):
-        return failed("the child's feeder never started writing")
-    if not _wait_lock_held(cx, q._wlock, p):
-        return failed("_wlock was not held while the feeder wrote")
-    p.kill()
-    p.join(cx.deadline)
-    if q._wlock.acquire(False):
-        q._wlock.release()
-        return failed("_wlock was free after the writer was killed")
-    return passed("_wlock stays held by the dead producer's feeder")
+    """Row 43 (its child runs with row 42's)."""
+    return _report(cx, cx.shared("death-group", lambda: _death_group(cx))[1])
 
 
 @check(
     row=44,
     slug="no-eof-when-producers-die",
+    parallel=True,
     title="a queue never reports that its producers are gone: no EOF, get() just times out",
     kind="detail",
     source=(

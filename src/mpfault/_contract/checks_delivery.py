@@ -22,6 +22,7 @@ def _first_inversion(seqs: list[int]) -> str | None:
 @check(
     row=20,
     slug="fifo-per-producer",
+    parallel=True,
     title="items put by one process arrive in the order it put them (no order across producers)",
     kind="documented",
     source=(
@@ -33,7 +34,6 @@ def _first_inversion(seqs: list[int]) -> str | None:
     kinds=("Q", "JQ", "SQ", "MQ"),
     generic=True,
     expect="2 producers (a child and this process) x 200 items: each producer's in order",
-    headline="switches",
 )
 def fifo_per_producer(cx: CheckContext) -> Outcome:
     """Row 20."""
@@ -140,6 +140,7 @@ def lazy_pickling(cx: CheckContext) -> Outcome:
 @check(
     row=46,
     slug="one-sentinel-per-consumer",
+    parallel=True,
     title="N consumers need N sentinels: each consumer takes exactly one",
     kind="documented",
     source=(

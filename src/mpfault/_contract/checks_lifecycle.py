@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,16 +36,20 @@ DOC_EXIT_WAITS = (
         'started which transfers objects from a buffer into the pipe." Code _start_thread.'
     ),
     kinds=("Q", "JQ"),
-    expect="a new thread after the first put(); put(200 KB) with no reader returns at once",
+    expect="put(200 KB) with no reader returns (no wait for the pipe); a new thread runs",
     headline="put(200 KB), no reader s",
 )
 def feeder_thread_started(cx: CheckContext) -> Outcome:
     """Row 24."""
     q = cx.make()
-    before = {t.ident for t in threading.enumerate()}
-    payload = b"x" * 200_000
-    cx.immediate("put(200 KB), no reader", None, lambda: q.put(payload), attempts=1)
-    new = sorted(t.name for t in threading.enumerate() if t.ident not in before)
+    before = set(threading.enumerate())
+    payload = b"x" * 200_000  # more than a pipe holds: a synchronous put() would block
+    putter = cx.thread(q.put, payload)
+    if not putter.join(cx.deadline):
+        return failed(f"put(200 KB) with no reader still blocked after {cx.deadline:g} s")
+    putter.value()
+    cx.figure(**{"put(200 KB), no reader s": putter.finished - putter.started})
+    new = sorted(t.name for t in threading.enumerate() if t not in before and t.name != putter.name)
     got = cx.get(q)
     cx.figure(thread=", ".join(new) or "none")
     if not new:
@@ -79,6 +85,7 @@ class ExitGroup:
     sigkill: Exited | None = None
     cancel: Exited | None = None
     close_join: Exited | None = None
+    bad_last: Exited | None = None
     normal: Exited = field(default_factory=Exited)
 
 
@@ -111,6 +118,15 @@ def _exit_group(cx: CheckContext) -> ExitGroup:
         cancel_r, cancel_w = cx.pipe()
         cancel_p = cx.start(
             _children.put_and_exit, cancel_q, [b"x" * BIG], "cancel", None, cancel_w
+        )
+        # Row 37: 20 items then an unpicklable one, stderr to a file.
+        fd, err_path = tempfile.mkstemp(prefix="mpfault-contract-", suffix=".err")
+        os.close(fd)
+        cx.on_cleanup(lambda: os.unlink(err_path))
+        bad_q = cx.make()
+        bad_items = [("item", i) for i in range(20)]
+        bad_p = cx.start(
+            _children.put_and_exit, bad_q, bad_items, "return", None, None, err_path, True
         )
     if cx.kind == "Q":
         creator_r, creator_w = cx.pipe()
@@ -163,6 +179,22 @@ def _exit_group(cx: CheckContext) -> ExitGroup:
         cancel_p.join(cx.deadline)
         g.cancel = Exited(exitcode=cancel_p.exitcode, seconds=time.perf_counter() - t0)
         # (the cancelled queue may hold a truncated frame: it is never read)
+        # Row 37: the good items arrive; the unpicklable one is dropped silently.
+        received = 0
+        for item in bad_items:
+            try:
+                got = bad_q.get(timeout=cx.deadline)
+            except queue.Empty:
+                break
+            if got != item:
+                raise Mismatch(f"row 37 child: got {got!r} instead of {item!r}")
+            received += 1
+        bad_p.join(cx.deadline)
+        if received == len(bad_items) and not _lost(bad_q):
+            received += 1  # something beyond the good items arrived
+        with open(err_path, encoding="utf-8", errors="replace") as f:
+            err = f.read()
+        g.bad_last = Exited(exitcode=bad_p.exitcode, received=received, note=err)
 
     # Rows 25/26: still alive at least `hold` after returning (or while blocked in put).
     since = cx.hold if flush_returned is None else time.monotonic() - flush_returned
@@ -190,6 +222,7 @@ def exit_group(cx: CheckContext) -> ExitGroup:
 @check(
     row=25,
     slug="exit-waits-for-flush",
+    parallel=True,
     title="a process that put items does not terminate until its feeder has written them "
     "to the pipe",
     kind="documented",
@@ -237,6 +270,7 @@ def creator_also_waits(cx: CheckContext) -> Outcome:
 @check(
     row=26,
     slug="join-before-get-blocks",
+    parallel=True,
     title="joining a child whose unconsumed puts exceed the pipe waits until they are got",
     kind="documented",
     source=(
@@ -261,6 +295,7 @@ def join_before_get_blocks(cx: CheckContext) -> Outcome:
 @check(
     row=27,
     slug="os-exit-after-put-loses-data",
+    parallel=True,
     title="os._exit() right after put() loses the item (exit handlers and feeder skipped)",
     kind="detail",
     source="Implied by the docs (cancel_join_thread text, feeder note); not stated",
@@ -281,6 +316,7 @@ def os_exit_loses(cx: CheckContext) -> Outcome:
 @check(
     row=28,
     slug="sigkill-after-put-loses-data",
+    parallel=True,
     title="SIGKILL right after put() loses the item",
     kind="detail",
     source="As row 27; doc Process.kill()",
@@ -302,6 +338,7 @@ def sigkill_loses(cx: CheckContext) -> Outcome:
 @check(
     row=29,
     slug="cancel-join-thread-exits-without-flush",
+    parallel=True,
     title="after cancel_join_thread() a process exits without waiting for the flush",
     kind="documented",
     source=(
@@ -327,6 +364,7 @@ def cancel_join_thread_exits(cx: CheckContext) -> Outcome:
 @check(
     row=30,
     slug="close-join-thread-flushes",
+    parallel=True,
     title="close() then join_thread() flushes the buffer to the pipe (data survives os._exit)",
     kind="documented",
     source=(
@@ -350,6 +388,7 @@ def close_join_flushes(cx: CheckContext) -> Outcome:
 @check(
     row=31,
     slug="normal-exit-flushes",
+    parallel=True,
     title="a normal return from the child flushes everything it put",
     kind="documented",
     source=DOC_EXIT_WAITS,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import multiprocessing.connection
-import os
 import queue
 import sys
 import threading
@@ -30,7 +29,7 @@ from .._timing import (
 )
 from .model import CUSTOM, Figure, Mismatch, Unsupported
 
-__all__ = ["Call", "CheckContext", "QueueFactory", "reap", "wait_blocked"]
+__all__ = ["Call", "CheckContext", "QueueFactory", "drop_tracebacks", "reap", "wait_blocked"]
 
 T = TypeVar("T")
 
@@ -56,6 +55,7 @@ class Call:
     """
 
     def __init__(self, fn: Callable[..., Any], *args: Any, name: str = "mpfault-check") -> None:
+        self.name = name
         self._fn = fn
         self._args = args
         self._result: Any = None
@@ -72,6 +72,7 @@ class Call:
             self._exc = exc
         finally:
             self.finished = time.perf_counter()
+            del self._fn, self._args  # do not keep the queues alive
 
     def join(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds; return whether the call has finished."""
@@ -179,7 +180,6 @@ class CheckContext:
         make: QueueFactory | None,
         tolerance: float,
         shared: dict[str, Any] | None = None,
-        manager: Callable[[], Any] | None = None,
     ) -> None:
         self.method = method
         self.mp = mp
@@ -192,7 +192,6 @@ class CheckContext:
         self.limit = max(DEFAULT_LIMIT, tolerance / 4)
         self.figures: dict[str, Figure] = {}
         self._shared = shared if shared is not None else {}
-        self._manager = manager
         self._procs: list[BaseProcess] = []
         self._queues: list[Any] = []
         self._cleanups: list[Callable[[], None]] = []
@@ -221,12 +220,6 @@ class CheckContext:
         """Have queue *q* (made by the check itself) closed when the check ends."""
         self._queues.append(q)
         return q
-
-    def manager(self) -> Any:
-        """The ``SyncManager`` shared by the checks of this start method."""
-        if self._manager is None:
-            raise RuntimeError("no manager for this check")
-        return self._manager()
 
     def for_thread(self, q: Any) -> Any:
         """A handle on *q* for use by another thread.
@@ -313,6 +306,7 @@ class CheckContext:
             try:
                 self._shared[full] = (True, fn())
             except Exception as exc:
+                drop_tracebacks(exc)  # re-raised later with a fresh traceback
                 self._shared[full] = (False, exc)
         ok, value = self._shared[full]
         if not ok:
@@ -334,20 +328,19 @@ class CheckContext:
         that a scheduling hiccup on a loaded machine is not reported as a violation.
         Returns the elapsed seconds; raises :class:`Mismatch` naming *label*.
         """
-        last: TimingError | None = None
+        problem = ""
         for _ in range(attempts):
             try:
                 with expect_immediate(raises=raises, limit=self.limit) as t:
                     fn()
             except TimingError as exc:
-                last = exc
+                problem = str(exc)
                 if exc.elapsed <= self.limit:
                     break  # wrong outcome, not slowness: no retry
                 continue
             self.figure(**{f"{label} s": t.elapsed})
             return t.elapsed
-        assert last is not None
-        raise Mismatch(f"{label}: {last}")
+        raise Mismatch(f"{label}: {problem}")
 
     def timed_out(self, label: str, raises: ExceptionTypes, fn: Callable[[], Any]) -> float:
         """Check that *fn* raises *raises* after :attr:`timeout` (not early, not late).
@@ -359,9 +352,11 @@ class CheckContext:
                 fn()
         except TimingError as exc:
             self.figure(elapsed=exc.elapsed, overshoot=exc.elapsed - self.timeout)
-            raise Mismatch(f"{label}: {exc}") from None
-        self.figure(elapsed=t.elapsed, overshoot=t.overshoot)
-        return t.elapsed
+            problem = f"{label}: {exc}"
+        else:
+            self.figure(elapsed=t.elapsed, overshoot=t.overshoot)
+            return t.elapsed
+        raise Mismatch(problem)
 
     # -- teardown ------------------------------------------------------------------------
     def close(self) -> None:
@@ -382,6 +377,25 @@ class CheckContext:
         self._procs.clear()
         self._queues.clear()
         self._cleanups.clear()
+
+
+def drop_tracebacks(exc: BaseException) -> None:
+    """Clear the tracebacks of *exc* and of its causes and contexts.
+
+    A kept exception's traceback references the frames (and so the queues) of the
+    check that raised it, and the frame of the thread that caught it: a reference
+    cycle that only the cyclic GC frees, at an arbitrary moment - on 3.13 possibly
+    inside a resource-tracker call, which then warns that a semaphore "might leak".
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        todo += [e.__cause__, e.__context__]
 
 
 def _discard_queue(q: Any) -> None:
@@ -422,8 +436,3 @@ def core_dumps_disabled() -> Iterator[None]:
 def this_python() -> tuple[int, int, int]:
     """The running interpreter's version as ``(major, minor, micro)``."""
     return (sys.version_info[0], sys.version_info[1], sys.version_info[2])
-
-
-def getpid() -> int:
-    """``os.getpid()`` (kept here so checks need not import os for it)."""
-    return os.getpid()

@@ -145,6 +145,9 @@ class Check:
         platforms: ``sys.platform`` values it applies to (``None``: all).
         not_platforms: ``sys.platform`` values it does not apply to.
         headline: name of the figure shown in the matrix cell, if any.
+        parallel: whether the command line may run this check's queue kinds at the same
+            time (checks dominated by starting children, with no process-global state and
+            no tight timing); never under the fork start method.
     """
 
     row: int
@@ -163,6 +166,7 @@ class Check:
     platforms: tuple[str, ...] | None = None
     not_platforms: tuple[str, ...] = ()
     headline: str | None = None
+    parallel: bool = False
 
     @property
     def id(self) -> str:

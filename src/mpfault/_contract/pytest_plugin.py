@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from .model import Check, Result
+from .model import ALL_KINDS, Check, Result
 from .runner import ContractRunner, CustomFactory, FactoryError, load_factory, plan, select_rows
 
 __all__ = [
@@ -176,7 +176,7 @@ class ContractCollector(pytest.Collector):
             multiprocessing.get_all_start_methods()
         )
         custom = config.stash.get(_FACTORY_KEY, None) is not None
-        for check, kind, method in plan(select_rows(None), methods, ("Q", "JQ", "SQ", "MQ"), custom):
+        for check, kind, method in plan(select_rows(None), methods, ALL_KINDS, custom):
             name = Result(check, kind, method, "skip", "", {}, 0.0).test_id
             yield ContractItem.from_parent(
                 self, name=name, check=check, queue_kind=kind, method=method
@@ -191,10 +191,9 @@ def pytest_collection_modifyitems(
     if not config.getoption("mpfault_contract", False):
         return
     collector = ContractCollector.from_parent(session, name="contract", nodeid="contract")
-    cells = list(collector.collect())
+    cells: list[pytest.Item | pytest.Collector] = list(collector.collect())
     # Report them like any collected node, so "collected N items" counts them.
     config.hook.pytest_collectreport(
         report=pytest.CollectReport(collector.nodeid, "passed", None, cells)
     )
-    items.extend(cells)
-
+    items.extend(c for c in cells if isinstance(c, pytest.Item))

@@ -8,6 +8,7 @@ from the JSON, so ``render_table(report_from_json(report_to_json(r)))`` is the t
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,13 @@ __all__ = ["SCHEMA", "format_figure", "render_table", "report_from_json", "repor
 #: The ``schema`` value of the JSON document.
 SCHEMA = "mpfault-contract/1"
 
+#: What the cells of the matrix mean (printed under it).
+LEGEND = (
+    "Cells: pass; FAIL = documented behaviour violated; differs = an implementation detail "
+    "differs from the reference (not a failure); skip; ERROR = the check itself failed. "
+    "[n] refers to a note. The figure is the check's timing: a timeout's overshoot, or a "
+    "latency or elapsed time (all figures are in the JSON)."
+)
 _LABEL = {"pass": "pass", "fail": "FAIL", "differs": "differs", "skip": "skip", "error": "ERROR"}
 _CELL = 17
 
@@ -96,6 +104,7 @@ def render_table(report: Report) -> str:
                 note = notes.setdefault(text, len(notes) + 1)
             line += f" {_cell(r, note):<{_CELL}}"
         lines.append(line.rstrip())
+    lines += ["", *textwrap.wrap(LEGEND, 100)]
     if notes:
         lines += ["", "Notes:"]
         lines += [f"[{n}] {text}" for text, n in notes.items()]

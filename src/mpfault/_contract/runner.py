@@ -19,6 +19,7 @@ checks of stdlib specifics are skipped.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import multiprocessing
 import os
@@ -26,12 +27,12 @@ import sys
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from .._timing import get_default_tolerance
-from .context import Call, CheckContext, QueueFactory
+from .context import Call, CheckContext, QueueFactory, drop_tracebacks
 from .model import (
     ALL_KINDS,
     CUSTOM,
@@ -140,6 +141,10 @@ class ContractRunner:
             the stdlib queue kinds.
         check_deadline: seconds after which a check still running is reported as an
             error and abandoned.
+        isolate_warnings: run each check under ``warnings.catch_warnings()`` that hides
+            the 3.12+ "multi-threaded fork" DeprecationWarning.  Turn it off only when
+            the caller does that once around cells it runs concurrently
+            (``catch_warnings`` is not thread-safe).
     """
 
     def __init__(
@@ -148,8 +153,10 @@ class ContractRunner:
         tolerance: float | None = None,
         factory: CustomFactory | None = None,
         check_deadline: float = CHECK_DEADLINE,
+        isolate_warnings: bool = True,
     ) -> None:
         self.tolerance = get_default_tolerance() if tolerance is None else tolerance
+        self.isolate_warnings = isolate_warnings
         self.factory = factory
         self.check_deadline = check_deadline
         self._managers: dict[str, Any] = {}
@@ -199,10 +206,11 @@ class ContractRunner:
             make=self.queue_factory(kind, method),
             tolerance=self.tolerance,
             shared=self._shared.setdefault(method, {}),
-            manager=lambda: self._manager(method),
         )
 
         def body() -> Outcome:
+            if not self.isolate_warnings:
+                return func(cx)
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
                 return func(cx)
@@ -214,8 +222,9 @@ class ContractRunner:
         finally:
             cx.close()
         duration = time.perf_counter() - start
+        figures_seen = dict(cx.figures)
+        outcome: Outcome | None = None
         if not finished:
-            outcome: Outcome | None = None
             status, observed = "error", f"did not finish within {self.check_deadline:g} s"
         else:
             exc = call.exception
@@ -231,11 +240,18 @@ class ContractRunner:
                 status, observed = "error", _describe_error(exc)
             else:
                 raise exc  # KeyboardInterrupt and the like
+        if call.exception is not None:
+            drop_tracebacks(call.exception)
         if check.kind == "detail" and status == "fail":
             status = "differs"
-        figures = {**cx.figures}
+        figures = {**figures_seen}
         if finished and call.exception is None and outcome is not None:
             figures.update(outcome.figures)
+        del call, outcome
+        # Free the check's queues now: CPython code on the way (proxy and pickling
+        # errors) leaves reference cycles, and a semaphore finalized by the cyclic GC
+        # inside a later resource-tracker call makes 3.13 warn that it "might leak".
+        gc.collect()
         return Result(check, kind, method, status, observed, figures, duration)  # type: ignore[arg-type]
 
     def finish_method(self, method: str) -> None:
@@ -290,7 +306,7 @@ def run_contract(
             and ``(method, cells, seconds)`` after them.
     """
     custom = factory is not None
-    runner = ContractRunner(tolerance=tolerance, factory=factory)
+    runner = ContractRunner(tolerance=tolerance, factory=factory, isolate_warnings=False)
     report = Report(
         methods=list(methods),
         kinds=[CUSTOM] if custom else list(kinds),
@@ -298,23 +314,59 @@ def run_contract(
         tolerance=runner.tolerance,
     )
     cells = plan(select_rows(rows), methods, kinds, custom)
-    try:
-        for method in methods:
-            mine = [c for c in cells if c[2] == method]
-            if on_method is not None:
-                on_method(method, len(mine), None)
-            start = time.perf_counter()
-            try:
-                for check, kind, _method in mine:
-                    result = runner.run(check, kind, method)
-                    report.results.append(result)
-                    if on_result is not None:
-                        on_result(result)
-            finally:
-                runner.finish_method(method)
-            report.durations[method] = round(time.perf_counter() - start, 3)
-            if on_method is not None:
-                on_method(method, len(mine), report.durations[method])
-    finally:
-        runner.close()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
+        try:
+            for method in methods:
+                mine = [c for c in cells if c[2] == method]
+                if on_method is not None:
+                    on_method(method, len(mine), None)
+                start = time.perf_counter()
+                try:
+                    for group in _groups(mine, concurrent=method != "fork"):
+                        for result in _run_group(runner, group):
+                            report.results.append(result)
+                            if on_result is not None:
+                                on_result(result)
+                finally:
+                    runner.finish_method(method)
+                report.durations[method] = round(time.perf_counter() - start, 3)
+                if on_method is not None:
+                    on_method(method, len(mine), report.durations[method])
+        finally:
+            runner.close()
     return report
+
+
+def _groups(
+    cells: Sequence[tuple[Check, str, str]], concurrent: bool
+) -> Iterator[list[tuple[Check, str, str]]]:
+    """Split *cells* into groups run together: the queue kinds of a ``parallel`` check.
+
+    Concurrency is used only when *concurrent* (not for the fork start method, where a
+    child would be forked while other threads of this process run checks).
+    """
+    group: list[tuple[Check, str, str]] = []
+    for cell in cells:
+        if group and (not concurrent or not cell[0].parallel or cell[0] is not group[0][0]):
+            yield group
+            group = []
+        group.append(cell)
+    if group:
+        yield group
+
+
+def _run_group(runner: ContractRunner, group: list[tuple[Check, str, str]]) -> list[Result]:
+    """Run the cells of *group*, concurrently if there are several; results in order."""
+    if len(group) == 1:
+        return [runner.run(*group[0])]
+    calls = [Call(runner.run, *cell, name=f"mpfault-contract-{cell[1]}") for cell in group]
+    deadline = runner.check_deadline + 30
+    results: list[Result] = []
+    for call, (check, kind, method) in zip(calls, group, strict=True):
+        if call.join(deadline) and call.exception is None:
+            results.append(call.value())
+        else:
+            observed = "the runner failed" if call.done else "did not finish"
+            results.append(Result(check, kind, method, "error", observed, {}, 0.0))
+    return results

@@ -157,11 +157,24 @@ def _utf8(s: str) -> bytes:
     return b if len(b) <= _MAXB else b[:_MAXB]
 
 
+#: maps the bytes that ``repr(bytes)`` shows as they are (printable ASCII but ``'``
+#: and ``\``) to ``a``, the others to ``0``: ``b.translate(_PLAIN).isalpha()``
+_PLAIN = bytes(
+    0x61 if 0x20 <= c < 0x7F and c not in (0x27, 0x5C) else 0x30 for c in range(256)
+)
+
+
+def _plain(s: str) -> bool:
+    """Whether ``repr(s) == "'" + s + "'"``."""
+    return s.isprintable() and "'" not in s and "\\" not in s
+
+
 def _item_fields(obj: object) -> tuple[bytes, bytes]:
     """``short_repr(obj)`` and ``item_key(obj)``, encoded as in a record.
 
-    The same bytes as encoding the two strings, computed with one ``repr`` (the
-    hot path of every put and get).
+    The same bytes as encoding the two strings, computed with one ``repr`` at
+    most (the hot path of every put and get): the head and tail of a long str or
+    bytes whose repr is the text itself between quotes are copied, not repr'd.
     """
     t = type(obj)
     if t is int:
@@ -169,11 +182,36 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
         if len(r) <= 60000:
             return r, b"int:" + r
         return r[:_MAXB], (b"int:" + r)[:_MAXB]
-    if t is str or t is bytes:
-        if len(obj) <= _MAX:  # type: ignore[arg-type]
-            r = repr(obj).encode("utf-8", "replace")  # at most a few hundred bytes
-            return r, (b"str:" if t is str else b"bytes:") + r
-        return _utf8(_short_str(obj)), _utf8(_key_str(obj, t))
+    if t is bytes:
+        b: bytes = obj  # type: ignore[assignment]
+        n = len(b)
+        if n <= _MAX:
+            r = repr(b).encode()
+            return r, b"bytes:" + r
+        head = b[:_MAX]
+        tail = b[-32:]
+        if (head.isalnum() or head.translate(_PLAIN).isalpha()) and (
+            tail.isalnum() or tail.translate(_PLAIN).isalpha()
+        ):
+            short = b"b'%s'\xe2\x80\xa6(%d)" % (head, n)
+            if n <= 64:
+                return short, b"bytes:b'%s'" % b
+            return short, b"bytes:%d:b'%s':b'%s'" % (n, head[:32], tail)
+        return _utf8(_short_str(b)), _utf8(_key_str(b, t))
+    if t is str:
+        s: str = obj  # type: ignore[assignment]
+        n = len(s)
+        if n <= _MAX:
+            r = repr(s).encode("utf-8", "replace")  # at most a few hundred bytes
+            return r, b"str:" + r
+        head = s[:_MAX]
+        tail = s[-32:]
+        if _plain(head) and _plain(tail):
+            short = f"'{head}'…({n})".encode()
+            if n <= 64:
+                return short, f"str:'{s}'".encode()
+            return short, f"str:{n}:'{head[:32]}':'{tail}'".encode()
+        return _utf8(_short_str(s)), _utf8(_key_str(s, t))
     if t in _SIMPLE:
         r = repr(obj).encode()
         return r, t.__name__.encode() + b":" + r
@@ -191,6 +229,8 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
 
 _pack_rec = _REC.pack
 _now = time.monotonic_ns
+#: where (time, seq) start in a record: they end its fixed part
+_TS_AT = _REC_SIZE - 12
 #: Without a GIL (free-threaded builds), ``next()`` on a counter and ``mmap.write``
 #: are not atomic: the recorder then takes its lock for them.
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
@@ -321,7 +361,8 @@ class Recorder:
         * ``end_item(seq, obj)``: ``end(seq, queue, op, OUT_OK, -1, short_repr(obj),
           item_key(obj))``
 
-        The queue's name and the constant fields are encoded once, here.
+        Each writes the same record as the call it stands for, with the queue's
+        name and the constant fields encoded once, here.
         """
         qb = _utf8(queue)
         lq = len(qb)
@@ -331,34 +372,38 @@ class Recorder:
         next_seq = self._next_seq
         now = _now
         fields = _item_fields
-        # records whose strings are all known now: pack the whole head with a
-        # placeholder for (time, seq), and keep the bytes around them
-        pack_ts = _TS.pack
 
-        def split(kind: int, outcome: int) -> tuple[bytes, bytes]:
+        # A record with no item: all known now but (time, seq); one struct packs
+        # it whole, with the bytes around (time, seq) as constants.
+        def bare(kind: int, outcome: int) -> tuple[bytes, bytes]:
             rec = _pack_rec(base, kind, op, outcome, -1, lq, 0, 0, 0, 0) + qb
-            return rec[:_TS_AT], rec[_TS_AT + _TS.size :]
+            return rec[:_TS_AT], rec[_TS_AT + 12 :]
 
-        begin_pre, begin_post = split(KIND_BEGIN, OUT_PENDING)
-        end_pre, end_post = split(KIND_END, OUT_OK)
-        # records with an item: a struct for everything up to the queue name
+        begin_pre, begin_post = bare(KIND_BEGIN, OUT_PENDING)
+        end_pre, end_post = bare(KIND_END, OUT_OK)
+        pack_bare = struct.Struct(f"<{_TS_AT}sqI{lq}s").pack
+        # A record with an item: the fixed part and the queue's name, then the
+        # item's fields (an int's are "<digits>" and "int:<digits>").
         pack_item = struct.Struct(f"<I8sHHxxqI{lq}s").pack
         begin_const = _pack_rec(0, KIND_BEGIN, op, OUT_PENDING, -1, lq, 0, 0, 0, 0)[4:12]
         end_const = _pack_rec(0, KIND_END, op, OUT_OK, -1, lq, 0, 0, 0, 0)[4:12]
 
         def begin_item(obj: object) -> int:
-            if type(obj) is int:
-                ab = repr(obj).encode()
-                if len(ab) > 60000:
-                    ab, bb = fields(obj)
-                else:
-                    bb = b"int:" + ab
+            if type(obj) is int and len(ab := repr(obj).encode()) <= 60000:
+                la = len(ab)
+                seq = next_seq()
+                data = (
+                    pack_item(base + 2 * la + 4, begin_const, la, la + 4, now(), seq, qb)
+                    + ab
+                    + b"int:"
+                    + ab
+                )
             else:
                 ab, bb = fields(obj)
-            seq = next_seq()
-            la = len(ab)
-            lb = len(bb)
-            data = pack_item(base + la + lb, begin_const, la, lb, now(), seq, qb) + ab + bb
+                la = len(ab)
+                lb = len(bb)
+                seq = next_seq()
+                data = pack_item(base + la + lb, begin_const, la, lb, now(), seq, qb) + ab + bb
             try:
                 fast_write(data)
             except ValueError:
@@ -367,7 +412,7 @@ class Recorder:
 
         def begin() -> int:
             seq = next_seq()
-            data = begin_pre + pack_ts(now(), seq) + begin_post
+            data = pack_bare(begin_pre, now(), seq, begin_post)
             try:
                 fast_write(data)
             except ValueError:
@@ -375,24 +420,26 @@ class Recorder:
             return seq
 
         def end_ok(seq: int) -> None:
-            data = end_pre + pack_ts(now(), seq) + end_post
+            data = pack_bare(end_pre, now(), seq, end_post)
             try:
                 fast_write(data)
             except ValueError:
                 slow_write(data)
 
         def end_item(seq: int, obj: object) -> None:
-            if type(obj) is int:
-                ab = repr(obj).encode()
-                if len(ab) > 60000:
-                    ab, bb = fields(obj)
-                else:
-                    bb = b"int:" + ab
+            if type(obj) is int and len(ab := repr(obj).encode()) <= 60000:
+                la = len(ab)
+                data = (
+                    pack_item(base + 2 * la + 4, end_const, la, la + 4, now(), seq, qb)
+                    + ab
+                    + b"int:"
+                    + ab
+                )
             else:
                 ab, bb = fields(obj)
-            la = len(ab)
-            lb = len(bb)
-            data = pack_item(base + la + lb, end_const, la, lb, now(), seq, qb) + ab + bb
+                la = len(ab)
+                lb = len(bb)
+                data = pack_item(base + la + lb, end_const, la, lb, now(), seq, qb) + ab + bb
             try:
                 fast_write(data)
             except ValueError:
@@ -406,11 +453,6 @@ class Recorder:
             self._mm.close()
         finally:
             os.close(self._fd)
-
-
-#: (time, seq) at the end of a record's fixed part
-_TS = struct.Struct("<qI")
-_TS_AT = _REC_SIZE - _TS.size
 
 
 @dataclass(frozen=True)

@@ -142,36 +142,32 @@ class FaultQueue:
             return faulty
 
         # No fault for this operation: the fast path.  The recorder's writers for
-        # (queue, op) are made once per process state (a forked child has its own)
-        # and kept with the state they belong to, in one tuple (threads may race
-        # to refresh it; each sees a consistent one).
-        cache: list[Any] = [None]
+        # (queue, op) are made once per process (a forked child makes its own: its
+        # generation differs) and kept in one tuple, (generation, state, writers...),
+        # replaced as a whole, so racing threads each see a consistent one.
+        cache: list[tuple[Any, ...]] = [(None,)]
         gen_of = _st
 
         def writers() -> tuple[Any, ...]:
-            st = self._st
-            if st is None or self._gen != gen_of._generation:
-                st = state()
-            w = cache[0]
-            if w is None or w[0] is not st:
-                w = (st, *st.recorder.writers(name, code))
-                cache[0] = w
-            return w  # type: ignore[no-any-return]
+            gen = gen_of._generation
+            st = state()
+            w = (gen, st, *st.recorder.writers(name, code))
+            cache[0] = w
+            return w
 
         if is_put:
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
                 w = cache[0]
-                st = self._st
-                if w is None or w[0] is not st or self._gen != gen_of._generation:
+                if w[0] != gen_of._generation:
                     w = writers()
-                seq = w[1](obj)
+                seq = w[2](obj)
                 try:
-                    res = raw(obj, *args, **kwargs)
+                    res = raw(obj, *args, **kwargs) if args or kwargs else raw(obj)
                 except BaseException as e:
-                    w[0].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
+                    w[1].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
                     raise
-                w[3](seq)
+                w[4](seq)
                 return res
 
             put.__name__ = op
@@ -180,16 +176,15 @@ class FaultQueue:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             w = cache[0]
-            st = self._st
-            if w is None or w[0] is not st or self._gen != gen_of._generation:
+            if w[0] != gen_of._generation:
                 w = writers()
-            seq = w[2]()
+            seq = w[3]()
             try:
-                res = raw(*args, **kwargs)
+                res = raw(*args, **kwargs) if args or kwargs else raw()
             except BaseException as e:
-                w[0].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
+                w[1].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
                 raise
-            w[4](seq, res)
+            w[5](seq, res)
             return res
 
         call.__name__ = op

@@ -1,0 +1,146 @@
+"""Tests of ``pytest --mpfault-contract`` (the contract as pytest items), via pytester.
+
+Every inner run is a subprocess: the contract starts processes (fork, spawn,
+forkserver), which must not share the outer run's interpreter.  The inner runs load
+only the contract plugin (``-p no:mpfault -p mpfault._contract.pytest_plugin``), so
+they test this module whatever the state of mpfault's main plugin.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGIN = ("-p", "no:mpfault", "-p", "mpfault._contract.pytest_plugin", "-p", "no:cacheprovider")
+TESTS = Path(__file__).parent
+TIMEOUT = 180
+
+
+def test_without_the_flag_nothing_is_added(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    result = pytester.runpytest_subprocess(*PLUGIN, "--collect-only", "-q", timeout=TIMEOUT)
+    result.stdout.fnmatch_lines(["test_without_the_flag_nothing_is_added.py::test_one", "*1 test*"])
+    result.stdout.no_fnmatch_line("*contract*")
+
+
+def test_contract_cells_are_test_items(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "--mpfault-contract",
+        "-v",
+        "-rs",
+        "-k",
+        "(row05 or row66 or row69) and fork]",  # "fork]" ends the ids of fork cells
+        timeout=TIMEOUT,
+    )
+    result.stdout.fnmatch_lines(
+        [
+            "*collected * items / * deselected / * selected*",
+            "contract::row05-put-timeout-raises-full[[]Q-fork[]] PASSED*",
+            "contract::row05-put-timeout-raises-full[[]JQ-fork[]] PASSED*",
+            "contract::row05-put-timeout-raises-full[[]MQ-fork[]] PASSED*",
+            "contract::row66-default-start-method[[]fork[]] PASSED*",
+        ]
+    )
+    if sys.version_info >= (3, 12):
+        result.assert_outcomes(passed=6)
+    else:
+        result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *applies to Python 3.12+"])
+        result.assert_outcomes(passed=4, skipped=2)
+
+
+def test_marker_selects_the_contract(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_one(): pass")
+    result = pytester.runpytest_subprocess(
+        *PLUGIN, "--mpfault-contract", "-m", "mpfault_contract", "-k", "row66", timeout=TIMEOUT
+    )
+    result.assert_outcomes(passed=len(__import__("multiprocessing").get_all_start_methods()))
+
+
+def test_bad_queue_factory_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_subprocess(
+        *PLUGIN, "--mpfault-contract", "--mpfault-queue", "no_such_module:f", timeout=TIMEOUT
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --mpfault-queue=no_such_module:f: cannot import module 'no_such_module'*"]
+    )
+    result = pytester.runpytest_subprocess(*PLUGIN, "--mpfault-queue", "os:getcwd", timeout=TIMEOUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --mpfault-queue needs --mpfault-contract"])
+
+
+def test_broken_queue_fails_its_rows(pytester: pytest.Pytester) -> None:
+    source = (TESTS / "contract_broken_queues.py").read_text()
+    pytester.makepyfile(contract_broken_queues=source)
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "--mpfault-contract",
+        "--mpfault-queue",
+        "contract_broken_queues:never_full",
+        "-k",
+        "fork]",
+        "-rf",
+        timeout=TIMEOUT,
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "FAILED contract::row01-put-blocks-when-full[[]custom-fork[]]*",
+            "FAILED contract::row03-put-nonblocking-raises-full[[]custom-fork[]]*",
+            "FAILED contract::row05-put-timeout-raises-full[[]custom-fork[]]*",
+            "documented behaviour violated",
+            "row 5 (documented): put(timeout=t) on a full queue raises Full*",
+            "fail: put(x, timeout=0.1) on a full queue: expected queue.Full after 0.1 s*",
+        ]
+    )
+    outcomes = result.parseoutcomes()
+    assert outcomes["failed"] == 3
+    assert outcomes["passed"] == 9  # the other checks of the generic queue API
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+CONFTEST = """
+from mpfault._contract.model import failed, skipped
+from mpfault._contract.registry import check
+
+COMMON = dict(source="s", kinds=("Q",), expect="e")
+
+
+@check(row=97, slug="synthetic-skip", title="skips", kind="documented", **COMMON)
+def skips(cx):
+    "Skips."
+    return skipped("not today")
+
+
+@check(row=98, slug="synthetic-detail", title="detail differs", kind="detail", **COMMON)
+def detail(cx):
+    "An implementation detail that differs."
+    return failed("it differs")
+
+
+@check(row=99, slug="synthetic-violation", title="violated", kind="documented", **COMMON)
+def violation(cx):
+    "Documented behaviour violated."
+    cx.figure(seen=3)
+    return failed("saw 3")
+"""
+
+
+def test_outcomes_map_to_pytest(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(CONFTEST)
+    result = pytester.runpytest_subprocess(
+        *PLUGIN, "--mpfault-contract", "-k", "row9 and Q-spawn", "-rsxf", timeout=TIMEOUT
+    )
+    result.assert_outcomes(failed=1, xfailed=1, skipped=1)
+    result.stdout.fnmatch_lines_random(
+        [
+            "SKIPPED [[]1[]] *not today",
+            "XFAIL contract::row98-synthetic-detail[[]Q-spawn[]] - "
+            "implementation detail differs: it differs",
+            "FAILED contract::row99-synthetic-violation[[]Q-spawn[]]*",
+            "fail: saw 3",
+            "figures: seen=3",
+        ]
+    )

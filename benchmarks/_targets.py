@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a child ms
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def trivial() -> None:

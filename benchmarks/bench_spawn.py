@@ -22,13 +22,14 @@ Run it outside pytest::
 
 from __future__ import annotations
 
-import argparse
-import gc
+# Only what a child needs at the top: spawn and forkserver children re-run this
+# script (as ``__mp_main__``), raw and harness children alike.
 import multiprocessing
-import statistics
 import sys
 import time
-from typing import Any
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a child ms
+if TYPE_CHECKING:
+    from typing import Any
 
 if __package__:
     from . import _targets
@@ -76,6 +77,9 @@ def _harness(method: str) -> tuple[float, float, float]:
 
 
 def bench(method: str, reps: int) -> dict[str, Any]:
+    import gc
+    import statistics
+
     from mpfault import Harness
 
     ctx = multiprocessing.get_context(method)
@@ -117,6 +121,8 @@ def bench(method: str, reps: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     ap.add_argument(

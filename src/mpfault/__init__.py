@@ -3,57 +3,81 @@ injected faults, and checks of the queues' documented behaviour.
 
 The ``mpfault`` pytest fixture returns a :class:`Harness`; the same harness works
 without pytest as a context manager.  Faults live in :mod:`mpfault.faults`.
+
+Names are imported lazily (PEP 562): a child process that only needs the runtime
+(``mpfault._runtime``) does not pay for the rest of the package.
 """
 
 from __future__ import annotations
 
-from . import faults as faults
-from ._errors import ChildError as ChildError
-from ._errors import Hang as Hang
-from ._errors import MpfaultError as MpfaultError
-from ._errors import SpawnError as SpawnError
-from ._harness import QUEUE_KINDS as QUEUE_KINDS
-from ._harness import Arrival as Arrival
-from ._harness import Child as Child
-from ._harness import Gate as Gate
-from ._harness import Harness as Harness
-from ._harness import default_start_methods as default_start_methods
-from ._history import History as History
-from ._history import HistoryError as HistoryError
-from ._history import Item as Item
-from ._runtime.events import Event as Event
-from ._runtime.events import Mark as Mark
-from ._runtime.faults import Fault as Fault
-from ._runtime.faults import FaultSpecError as FaultSpecError
-from ._runtime.fqueue import FaultQueue as FaultQueue
-from ._timing import TimingError as TimingError
-from ._timing import expect_immediate as expect_immediate
-from ._timing import expect_timeout as expect_timeout
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "QUEUE_KINDS",
-    "Arrival",
-    "Child",
-    "ChildError",
-    "Event",
-    "Fault",
-    "FaultQueue",
-    "FaultSpecError",
-    "Gate",
-    "Hang",
-    "Harness",
-    "History",
-    "HistoryError",
-    "Item",
-    "Mark",
-    "MpfaultError",
-    "SpawnError",
-    "TimingError",
-    "__version__",
-    "default_start_methods",
-    "expect_immediate",
-    "expect_timeout",
-    "faults",
-]
+#: public name -> the private module that defines it
+_EXPORTS: dict[str, str] = {
+    "QUEUE_KINDS": "._harness",
+    "Arrival": "._harness",
+    "Child": "._harness",
+    "ChildError": "._errors",
+    "Event": "._runtime.events",
+    "Fault": "._runtime.faults",
+    "FaultQueue": "._runtime.fqueue",
+    "FaultSpecError": "._runtime.faults",
+    "Gate": "._harness",
+    "Hang": "._errors",
+    "Harness": "._harness",
+    "History": "._history",
+    "HistoryError": "._history",
+    "Item": "._history",
+    "Mark": "._runtime.events",
+    "MpfaultError": "._errors",
+    "SpawnError": "._errors",
+    "TimingError": "._timing",
+    "default_start_methods": "._harness",
+    "expect_immediate": "._timing",
+    "expect_timeout": "._timing",
+}
+
+__all__ = [*sorted(_EXPORTS), "__version__", "faults"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "faults":
+        return importlib.import_module(".faults", __name__)
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mpfault' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from . import faults as faults
+    from ._errors import ChildError as ChildError
+    from ._errors import Hang as Hang
+    from ._errors import MpfaultError as MpfaultError
+    from ._errors import SpawnError as SpawnError
+    from ._harness import QUEUE_KINDS as QUEUE_KINDS
+    from ._harness import Arrival as Arrival
+    from ._harness import Child as Child
+    from ._harness import Gate as Gate
+    from ._harness import Harness as Harness
+    from ._harness import default_start_methods as default_start_methods
+    from ._history import History as History
+    from ._history import HistoryError as HistoryError
+    from ._history import Item as Item
+    from ._runtime.events import Event as Event
+    from ._runtime.events import Mark as Mark
+    from ._runtime.faults import Fault as Fault
+    from ._runtime.faults import FaultSpecError as FaultSpecError
+    from ._runtime.fqueue import FaultQueue as FaultQueue
+    from ._timing import TimingError as TimingError
+    from ._timing import expect_immediate as expect_immediate
+    from ._timing import expect_timeout as expect_timeout

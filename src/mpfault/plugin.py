@@ -141,6 +141,9 @@ def pytest_configure(config: pytest.Config) -> None:
         seed = random.randrange(10**9)
     config.stash[SEED_KEY] = seed
     config.stash[SETTINGS_KEY] = settings
+    from ._contract import pytest_plugin as contract
+
+    config.stash[contract.CONTRACT_METHODS_KEY] = settings.start_methods
     cache = getattr(config, "cache", None)
     if cache is not None and workerinput is None:
         cache.set("mpfault/seed", seed)

@@ -19,6 +19,7 @@ import json
 import os
 import queue as _queue
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -255,6 +256,7 @@ class FaultQueue:
         )
         fired = -1
         after: list[tuple[int, Fault]] = []
+        switch: float | None = None
         result: Any = _NOTHING
         calls = 1
         drop_get = False
@@ -315,6 +317,12 @@ class FaultQueue:
                     note(index, term, "duplicate")
                     calls = 2
                 # "off": nothing
+            if any(t.action != "gate" for _, t in after):
+                # Dying right after the operation: keep the GIL from here to the kill, so
+                # the queue's feeder thread cannot flush the item in between (it would
+                # otherwise win whenever this thread is descheduled for a switch interval).
+                switch = sys.getswitchinterval()
+                sys.setswitchinterval(1e6)
             if result is _NOTHING:
                 if drop_get:
                     raw(*args, **kwargs)
@@ -324,15 +332,23 @@ class FaultQueue:
                     result = None
         except BaseException as e:
             rec.end(seq, name, code, OUT_RAISED, fired, "", type(e).__name__)
+            try:
+                for index, term in after:
+                    self._after(st, index, term, op)
+            finally:
+                if switch is not None:
+                    sys.setswitchinterval(switch)
+            raise
+        try:
+            if has_item:
+                rec.end(seq, name, code, OUT_OK, fired)
+            else:
+                rec.end(seq, name, code, OUT_OK, fired, short_repr(result), item_key(result))
             for index, term in after:
                 self._after(st, index, term, op)
-            raise
-        if has_item:
-            rec.end(seq, name, code, OUT_OK, fired)
-        else:
-            rec.end(seq, name, code, OUT_OK, fired, short_repr(result), item_key(result))
-        for index, term in after:
-            self._after(st, index, term, op)
+        finally:
+            if switch is not None:  # still alive: a signal that was caught or ignored
+                sys.setswitchinterval(switch)
         return result
 
     def _after(self, st: _st.ProcessState, index: int, term: Fault, op: str) -> None:

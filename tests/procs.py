@@ -41,3 +41,25 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
         for fd in fds.values():
             os.close(fd)
     return [pid for pid in fds if alive(pid)]
+
+
+def hang_showing(child: object, text: str, tries: int = 60, timeout: float = 0.5) -> Exception:
+    """The ``Hang`` of ``child.result(timeout)`` once its stacks show ``text``.
+
+    A child that has just been started, or released, may take a moment on a loaded
+    machine to reach the line it will block on; this waits for the observable state
+    (the stack) rather than for a fixed time.
+    """
+    from mpfault import Hang
+
+    last: Exception | None = None
+    for _ in range(tries):
+        try:
+            child.result(timeout=timeout)  # type: ignore[attr-defined]
+        except Hang as e:
+            last = e
+            if text in str(e):
+                return e
+        else:
+            raise AssertionError(f"{child!r} returned instead of blocking at {text!r}")
+    raise AssertionError(f"{child!r} never blocked at {text!r}:\n{last}")

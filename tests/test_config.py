@@ -149,9 +149,18 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     help_text = pytester.runpytest_subprocess("--markers").stdout.str()
     assert "@pytest.mark.mpfault(*specs, start_methods=None, deadline=None, seed=None)" in help_text
     options = pytester.runpytest_subprocess("--help").stdout.str()
-    for name in ["--mpfault-start-methods", "--mpfault=SPEC", "--mpfault-seed", "--mpfault-deadline",
-                 "--mpfault-report", "mpfault_faults", "mpfault_deadline", "mpfault_grace",
-                 "mpfault_timeout_tolerance", "mpfault_start_methods"]:
+    for name in [
+        "--mpfault-start-methods",
+        "--mpfault=SPEC",
+        "--mpfault-seed",
+        "--mpfault-deadline",
+        "--mpfault-report",
+        "mpfault_faults",
+        "mpfault_deadline",
+        "mpfault_grace",
+        "mpfault_timeout_tolerance",
+        "mpfault_start_methods",
+    ]:
         assert name in options, name
 
 

@@ -41,6 +41,15 @@ def start_blocked(h: Harness) -> tuple[Child, FaultQueue]:
     return c, q
 
 
+def hang_in_get(c: Child) -> Hang:
+    """The Hang of ``c.result()`` once ``c`` is inside ``q.get()``."""
+    from procs import hang_showing
+
+    e = hang_showing(c, "return q.get()")
+    assert isinstance(e, Hang)
+    return e
+
+
 def talk(text: str) -> str:
     print(f"out:{text}")
     print(f"err:{text}", file=sys.stderr)
@@ -121,12 +130,11 @@ def test_child_os_exit(mpfault: Harness) -> None:
 
 def test_hang_shows_the_blocked_line(mpfault: Harness) -> None:
     c, _ = start_blocked(mpfault)
-    with pytest.raises(Hang) as info:
-        c.result(timeout=0.5)
-    msg = str(info.value)
+    hang = hang_in_get(c)
+    msg = str(hang)
     assert "result(timeout=0.5) of child 'blocked_get-1'" in msg
     assert "return q.get()  # the line a Hang must point at" in msg
-    assert c.name in next(iter(info.value.stacks))
+    assert c.name in next(iter(hang.stacks))
     assert c.is_alive()
 
 
@@ -138,8 +146,7 @@ def test_join_timeout_is_a_hang(mpfault: Harness) -> None:
 
 def test_stack_of_a_paused_child(mpfault: Harness) -> None:
     c, q = start_blocked(mpfault)
-    with pytest.raises(Hang):
-        c.result(timeout=0.3)
+    hang_in_get(c)
     assert "return q.get()" in c.stack()
     c.pause()
     assert "stopped by SIGSTOP" in c.stack()

@@ -55,6 +55,8 @@ from decimal import Decimal
 from fnmatch import fnmatchcase
 from typing import Any, Final, TypeAlias
 
+from .events import OPS as _EVENT_OPS
+
 __all__ = [
     "ACTIONS",
     "ANY",
@@ -97,20 +99,8 @@ ANY: Final = _AnyItem.ANY
 # ---------------------------------------------------------------------------------------------
 # Operations and actions
 
-_OP_ORDER: Final[tuple[str, ...]] = (
-    "put",
-    "put_nowait",
-    "get",
-    "get_nowait",
-    "qsize",
-    "empty",
-    "full",
-    "close",
-    "join_thread",
-    "cancel_join_thread",
-    "task_done",
-    "join",
-)
+#: The queue operations, in the order of the event log's op codes.
+_OP_ORDER: Final[tuple[str, ...]] = _EVENT_OPS[1:]
 
 #: Every queue operation a fault can apply to.
 OPS: Final[frozenset[str]] = frozenset(_OP_ORDER)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import time
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a child ms
 if TYPE_CHECKING:
     from typing import Any
 
 
-def trivial() -> None:
-    """Do nothing: the child's cost is its start-up and shutdown only."""
+def trivial(*queues: Any) -> None:
+    """Do nothing (with the queues it is given): the child's cost is its start-up
+    (unpickling the arguments included) and shutdown only."""
 
 
 def _pin(cpu: int | None) -> None:

@@ -1,32 +1,40 @@
 """Start-up cost of a harness child against a raw ``multiprocessing`` process.
 
-For every start method (fork, spawn, forkserver), in the same run and interleaved:
+For every start method (fork, spawn, forkserver), in the same run, interleaved:
 
-* raw:     ``ctx.Process(target=trivial).start(); .join()``
-* harness: ``h.spawn(trivial).result()``  (what the issue's target is about), and
-           also, for information, the same followed by ``.join()``
+* raw:     ``p = ctx.Process(target=trivial); p.start(); p.join()``
+* harness: ``h.spawn(trivial).result()``  (the issue's measure), and, for
+           information, the same followed by ``.join()``
 
-The ratio is ``median(harness) / median(raw)``; the target is at most 1.15x.
+``ratio`` is ``median(harness) / median(raw)``; ``paired`` is the median of the
+ratios of the pairs run back to back (steadier on a busy machine), with its
+quartiles.  The target is at most 1.15x.
 
 Harness creation and teardown (``Harness()``: a temporary run directory; ``close()``:
-reaping, removing the directory) are *excluded* from the timed region: a test pays them
-once whatever number of children it starts, and the issue is about the cost of a child
-(``spawn`` + ``result`` of a trivial target).  Each repetition uses a fresh harness, so
-every timed spawn is the first child of a test (no accumulated children or descriptors);
-their median cost is printed as a separate line.
+reaping the children, removing the directory) are *excluded* from the timed region: a
+test pays them once whatever number of children it starts, and the issue is about the
+cost of a child (``spawn`` + ``result`` of a trivial target).  Each repetition uses a
+fresh harness, so every timed spawn is a test's first child (no children or control
+channels piling up); the median cost of ``Harness()`` + ``close()`` is printed apart.
 
 Run it outside pytest::
 
     .venv/bin/python benchmarks/bench_spawn.py [--quick] [--methods fork,spawn]
+
+Spawn and forkserver children import the runtime (``mpfault._runtime``) from source
+when bytecode caching is off (``PYTHONDONTWRITEBYTECODE``/``-B``, printed in the
+header): that is slower than with the ``.pyc`` files an installation has.
 """
 
 from __future__ import annotations
 
 # Only what a child needs at the top: spawn and forkserver children re-run this
-# script (as ``__mp_main__``), raw and harness children alike.
+# script (as ``__mp_main__``), raw and harness children alike, so anything imported
+# here would be paid by both and flatter the ratio.
 import multiprocessing
 import sys
 import time
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs a child ms
 if TYPE_CHECKING:
     from typing import Any
@@ -37,14 +45,15 @@ else:  # run as a script: benchmarks/ is sys.path[0]
     import _targets  # type: ignore[no-redef]
 
 TARGET_RATIO = 1.15
-REPS = {"fork": 30, "spawn": 10, "forkserver": 10}
-QUICK_REPS = {"fork": 10, "spawn": 4, "forkserver": 4}
+REPS = {"fork": 60, "spawn": 16, "forkserver": 30}
+QUICK_REPS = {"fork": 16, "spawn": 4, "forkserver": 8}
 WARMUP = 3
 
 
-def _raw(ctx: Any) -> float:
+def _raw(ctx: Any, with_queue: bool) -> float:
+    args = (ctx.Queue(),) if with_queue else ()
     t0 = time.perf_counter()
-    p = ctx.Process(target=_targets.trivial)
+    p = ctx.Process(target=_targets.trivial, args=args)
     p.start()
     p.join()
     t = time.perf_counter() - t0
@@ -53,7 +62,7 @@ def _raw(ctx: Any) -> float:
     return t
 
 
-def _harness(method: str) -> tuple[float, float, float]:
+def _harness(method: str, with_queue: bool) -> tuple[float, float, float]:
     """(spawn+result, spawn+result+join, harness create+close), in seconds."""
     from mpfault import Harness
 
@@ -61,8 +70,9 @@ def _harness(method: str) -> tuple[float, float, float]:
     h = Harness(method, deadline=60.0)
     setup = time.perf_counter() - t_setup
     try:
+        args = (h.queue(),) if with_queue else ()
         t0 = time.perf_counter()
-        c = h.spawn(_targets.trivial)
+        c = h.spawn(_targets.trivial, *args)
         c.result(timeout=30)
         t1 = time.perf_counter()
         code = c.join(timeout=30)
@@ -76,7 +86,7 @@ def _harness(method: str) -> tuple[float, float, float]:
     return t1 - t0, t2 - t0, setup
 
 
-def bench(method: str, reps: int) -> dict[str, Any]:
+def bench(method: str, reps: int, with_queue: bool = False) -> dict[str, Any]:
     import gc
     import statistics
 
@@ -87,8 +97,8 @@ def bench(method: str, reps: int) -> dict[str, Any]:
     # forkserver it sets the server's preload list, as in a real test session.
     Harness(method).close()
     for _ in range(WARMUP):
-        _raw(ctx)
-        _harness(method)
+        _raw(ctx, with_queue)
+        _harness(method, with_queue)
     raw: list[float] = []
     res: list[float] = []
     joined: list[float] = []
@@ -97,17 +107,18 @@ def bench(method: str, reps: int) -> dict[str, Any]:
     for i in range(reps):
         # alternate the order so a drift of the machine hits both sides alike
         if i % 2:
-            a, b, s = _harness(method)
-            raw.append(_raw(ctx))
+            a, b, s = _harness(method, with_queue)
+            raw.append(_raw(ctx, with_queue))
         else:
-            raw.append(_raw(ctx))
-            a, b, s = _harness(method)
+            raw.append(_raw(ctx, with_queue))
+            a, b, s = _harness(method, with_queue)
         res.append(a)
         joined.append(b)
         setup.append(s)
     m_raw = statistics.median(raw)
     m_res = statistics.median(res)
     m_join = statistics.median(joined)
+    paired = sorted(h / r for h, r in zip(res, raw, strict=True))
     return {
         "method": method,
         "reps": reps,
@@ -116,6 +127,8 @@ def bench(method: str, reps: int) -> dict[str, Any]:
         "joined": m_join,
         "setup": statistics.median(setup),
         "ratio": m_res / m_raw,
+        "paired": statistics.median(paired),
+        "paired_q": (paired[len(paired) // 4], paired[(3 * len(paired)) // 4]),
         "ratio_join": m_join / m_raw,
     }
 
@@ -131,17 +144,25 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated start methods (default: all this platform has)",
     )
     ap.add_argument("--reps", type=int, default=0, help="repetitions for every method")
+    ap.add_argument(
+        "--queue",
+        action="store_true",
+        help="give the child a queue (raw: ctx.Queue(); harness: h.queue()), as a real test "
+        "does: the child then also imports the runtime's queue wrapper",
+    )
     args = ap.parse_args(argv)
     table = QUICK_REPS if args.quick else REPS
     methods = [m for m in args.methods.split(",") if m]
-    rows = []
-    for m in methods:
-        reps = args.reps or table.get(m, 10)
-        rows.append(bench(m, reps))
-    print(f"Python {sys.version.split()[0]}, {sys.platform}; times are medians in ms")
+    rows = [bench(m, args.reps or table.get(m, 10), args.queue) for m in methods]
+    print(
+        f"Python {sys.version.split()[0]} on {sys.platform}, {multiprocessing.cpu_count()} CPUs; "
+        f"bytecode caching {'OFF' if sys.dont_write_bytecode else 'on'}; medians in ms"
+        + ("; the child gets a queue" if args.queue else "")
+    )
     head = (
-        f"{'method':<11} {'reps':>4} {'raw start+join':>15} {'spawn+result':>13} "
-        f"{'ratio':>6} {'target':>7}   {'spawn+result+join':>17} {'ratio':>6}"
+        f"{'method':<11} {'reps':>4} {'raw start+join':>14} {'spawn+result':>12} "
+        f"{'ratio':>6} {'paired (quartiles)':>21} {'target':>6}      "
+        f"{'+join':>6} {'ratio':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -149,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         ok = r["ratio"] <= TARGET_RATIO
         failed |= not ok
+        q1, q3 = r["paired_q"]
         print(
-            f"{r['method']:<11} {r['reps']:>4} {r['raw'] * 1e3:>15.2f} {r['result'] * 1e3:>13.2f} "
-            f"{r['ratio']:>5.2f}x {'<=' + format(TARGET_RATIO, '.2f'):>7} {'ok' if ok else 'MISS':<4}"
-            f"{r['joined'] * 1e3:>13.2f} {r['ratio_join']:>5.2f}x"
+            f"{r['method']:<11} {r['reps']:>4} {r['raw'] * 1e3:>14.2f} {r['result'] * 1e3:>12.2f} "
+            f"{r['ratio']:>5.2f}x {r['paired']:>6.2f}x ({q1:.2f}-{q3:.2f}) "
+            f"{'<=' + format(TARGET_RATIO, '.2f'):>6} {'ok' if ok else 'MISS':<4}"
+            f"{r['joined'] * 1e3:>7.2f} {r['ratio_join']:>5.2f}x"
         )
     print(
-        "not timed: Harness() + close() per test: "
+        "+join: the harness child also joined (it has sent its result, then exits).\n"
+        "Not timed: Harness() + close(), once per test: "
         + ", ".join(f"{r['method']} {r['setup'] * 1e3:.1f} ms" for r in rows)
     )
     return 1 if failed else 0

@@ -275,3 +275,15 @@ def test_no_deadline_and_no_timeout_waits_until_done() -> None:
         assert g.wait_reached().process == c.name
         g.release()
         assert c.result() == 1
+
+
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_items_whose_repr_fails_are_still_recorded(mpfault: Harness) -> None:
+    q = mpfault.queue()
+    huge = 10**5000  # beyond the int-to-str digit limit
+    q.put(huge)
+    assert q.get(timeout=10) == huge
+    (put,) = mpfault.history.ops("put")
+    assert put.item is not None
+    assert put.item.startswith("<int of ")
+    mpfault.history.assert_no_loss()

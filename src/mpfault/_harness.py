@@ -52,6 +52,8 @@ QUEUE_KINDS = ("Queue", "JoinableQueue", "SimpleQueue", "ManagerQueue", "Manager
 #: a forked child closes all of them, so their EOF still means "the test process died"
 _LIVE_CONTROL_FDS: set[int] = set()
 _MODULE_CACHE: dict[str, tuple[str, str] | None] = {}
+#: whether os.fork() warns in a multi-threaded process (3.12+)
+_FORK_WARNS = sys.version_info >= (3, 12)
 _CONTROLLER_NAME = "MainProcess"
 _FOREVER = 7 * 24 * 3600.0
 
@@ -715,10 +717,11 @@ class Harness:
             target=bootstrap.run, args=(spec,), name=name, daemon=False
         )
         try:
-            with warnings.catch_warnings():
-                # 3.12+ warns when forking a multi-threaded process (queue feeder threads);
-                # the test chose the fork start method on purpose.
-                warnings.filterwarnings("ignore", message=".*multi-threaded.*use of fork")
+            # 3.12+ warns when forking a multi-threaded process (queue feeder threads);
+            # the test chose the fork start method on purpose.  (Older versions do not.)
+            with warnings.catch_warnings() if _FORK_WARNS else contextlib.nullcontext():
+                if _FORK_WARNS:
+                    warnings.filterwarnings("ignore", message=".*multi-threaded.*use of fork")
                 with _skip_pytest_main(self.start_method):
                     process.start()
         except Exception as exc:
@@ -731,6 +734,11 @@ class Harness:
                 "pass queues made by this harness."
             ) from exc
         child_end.close()
+        # The child's first step creates its output files, which takes a file system
+        # a while (~0.2 ms each here): create them now, while the child starts.
+        for path in (out_path, err_path):
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         child = Child(self, process, parent_end, name, out_path, err_path)
         child.target_name = getattr(target, "__qualname__", None) or repr(target)
         _LIVE_CONTROL_FDS.add(child._fd)
@@ -987,12 +995,16 @@ _PRELOADED = False
 
 
 def _preload_forkserver(ctx: BaseContext) -> None:
-    """Have the fork server import the child runtime once, so children start fast."""
+    """Have the fork server import the child runtime once, so children start fast.
+
+    The queue wrapper too (with the fault plans and the event log): a child given a
+    harness queue would import them otherwise, every one of them.
+    """
     global _PRELOADED
     if not _PRELOADED:
         _PRELOADED = True
         with contextlib.suppress(Exception):
-            ctx.set_forkserver_preload(["mpfault._runtime.bootstrap"])
+            ctx.set_forkserver_preload(["mpfault._runtime.bootstrap", "mpfault._runtime.fqueue"])
 
 
 def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:

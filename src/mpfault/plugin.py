@@ -269,9 +269,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if directory:
             path = write_timeline(harness, directory, failure, history)
             report.sections.append(("mpfault timeline", path))
-        if item.config.pluginmanager.hasplugin("html") and item.config.getoption(
-            "htmlpath", None
-        ):
+        if item.config.pluginmanager.hasplugin("html") and item.config.getoption("htmlpath", None):
             _attach_html(report, timeline_html(harness, failure, history))
         for extra in item.config.hook.pytest_mpfault_report_sections(
             harness=harness, item=item, report=report

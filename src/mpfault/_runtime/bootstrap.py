@@ -17,18 +17,18 @@ This module imports nothing from the rest of ``mpfault`` and never imports pytes
 
 from __future__ import annotations
 
+import _thread
 import importlib
 import importlib.util
 import io
 import os
 import pickle
+import re
 import signal
 import sys
 import threading
-import traceback
 import types
 import warnings
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -44,15 +44,26 @@ MSG_STACK = "stack"
 REQ_STACK = b"stack"
 
 _libc: Any = None
+#: libc's prctl(), looked up once here: a forked child (or a fork server's) finds it
+#: resolved, instead of paying for the symbol lookup at start-up
+_prctl: Any = None
 if sys.platform.startswith("linux"):  # pragma: no branch
     try:
         import ctypes
 
         _libc = ctypes.CDLL(None, use_errno=True)
-    except (ImportError, OSError):  # pragma: no cover
-        _libc = None
+        _prctl = _libc.prctl
+    except (ImportError, OSError, AttributeError):  # pragma: no cover
+        _libc = _prctl = None
 
 _PR_SET_PDEATHSIG = 1
+
+#: The warning os.fork() gives in a multi-threaded process (3.12+), which children
+#: ignore (see run()).  Compiled here once, as warnings.filterwarnings() will: a
+#: forked child finds it in the re module's cache.
+_FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)"
+if sys.version_info >= (3, 12):  # pragma: no branch
+    re.compile(_FORK_WARNING, re.I)
 
 
 class Payload:
@@ -84,29 +95,70 @@ class Payload:
         return self._obj
 
 
-@dataclass
 class ChildSpec:
-    """Everything a child needs to start; picklable under every start method."""
+    """Everything a child needs to start; picklable under every start method.
 
-    name: str
-    out_path: str
-    err_path: str
-    control: Connection
-    payload: Payload
-    #: modules to load from a file when they cannot be imported by name
-    modules: list[tuple[str, str]] = field(default_factory=list)
-    #: fork only: descriptors of the parent's that the child must close (other
-    #: children's control channels, so that their EOF still means "parent died")
-    close_fds: list[int] = field(default_factory=list)
-    #: the parent's end of our own control channel (fork only)
-    parent_end: Connection | None = None
-    pdeathsig: int = signal.SIGKILL
-    parent_pid: int = 0
+    A plain class with a dataclass's constructor, ``repr`` and ``==`` (not a
+    dataclass: importing :mod:`dataclasses`, and :mod:`inspect` with it, would
+    cost every ``spawn`` child several milliseconds).
+    """
+
+    __match_args__ = (
+        "name",
+        "out_path",
+        "err_path",
+        "control",
+        "payload",
+        "modules",
+        "close_fds",
+        "parent_end",
+        "pdeathsig",
+        "parent_pid",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        out_path: str,
+        err_path: str,
+        control: Connection,
+        payload: Payload,
+        modules: list[tuple[str, str]] | None = None,
+        close_fds: list[int] | None = None,
+        parent_end: Connection | None = None,
+        pdeathsig: int = signal.SIGKILL,
+        parent_pid: int = 0,
+    ) -> None:
+        self.name = name
+        self.out_path = out_path
+        self.err_path = err_path
+        self.control = control
+        self.payload = payload
+        #: modules to load from a file when they cannot be imported by name
+        self.modules: list[tuple[str, str]] = [] if modules is None else modules
+        #: fork only: descriptors of the parent's that the child must close (other
+        #: children's control channels, so that their EOF still means "parent died")
+        self.close_fds: list[int] = [] if close_fds is None else close_fds
+        #: the parent's end of our own control channel (fork only)
+        self.parent_end = parent_end
+        self.pdeathsig = pdeathsig
+        self.parent_pid = parent_pid
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__match_args__)
+        return f"{type(self).__qualname__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__match_args__)
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass with eq=True
 
 
 def _arm_pdeathsig(sig: int, parent_pid: int) -> None:
-    if _libc is not None and sig:
-        _libc.prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if _prctl is not None and sig:
+        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     # the parent may have died before prctl took effect; under forkserver our
     # OS parent is the fork server, which exits when the test process does
     if parent_pid and os.getppid() == 1:  # pragma: no cover - a race
@@ -136,6 +188,8 @@ def _redirect(out_path: str, err_path: str) -> None:
 
 def format_stacks() -> str:
     """Return the Python stack of every thread of this process, with source lines."""
+    import traceback  # here, not at the top: a child imports it only when asked
+
     frames = sys._current_frames()
     names = {t.ident: t for t in threading.enumerate()}
     me = threading.get_ident()
@@ -156,8 +210,11 @@ _send_lock = threading.Lock()
 
 
 def _send(control: Connection, msg: tuple[Any, ...]) -> None:
+    # what control.send(msg) sends (the messages are plain data), pickled with
+    # the C pickler directly, outside the lock
+    data = pickle.dumps(msg)
     with _send_lock:
-        control.send(msg)
+        control.send_bytes(data)
 
 
 def _control_loop(control: Connection) -> None:
@@ -209,6 +266,8 @@ def _ensure_modules(modules: list[tuple[str, str]]) -> None:
 
 
 def _describe(exc: BaseException) -> tuple[str, str, str]:
+    import traceback  # only when a child fails: not a start-up cost
+
     t = type(exc)
     qual = (
         t.__qualname__
@@ -243,14 +302,11 @@ def run(spec: ChildSpec) -> None:
     # warns (an error under -W error, whose filters a forked child inherits).  The
     # thread holds no lock a forked grandchild could need, so do not let it change the
     # behaviour of code that forks.
-    warnings.filterwarnings(
-        "ignore",
-        message=r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)",
-        category=DeprecationWarning,
-    )
-    threading.Thread(
-        target=_control_loop, args=(control,), name="mpfault-control", daemon=True
-    ).start()
+    if sys.version_info >= (3, 12):  # the warning is new in 3.12
+        warnings.filterwarnings("ignore", message=_FORK_WARNING, category=DeprecationWarning)
+    # A bare thread (daemon-like): unlike threading.Thread.start(), starting it does
+    # not wait until it runs, which costs a child a scheduling round trip or two.
+    _thread.start_new_thread(_control_loop, (control,))
     try:
         _ensure_modules(spec.modules)
         target, args, kwargs = spec.payload.load()

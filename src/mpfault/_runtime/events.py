@@ -2,9 +2,9 @@
 
 Every operation on a harness queue, in every process of a test, is recorded by the
 process that performs it, in a file of its own under the run directory
-(``<run_dir>/events/<pid>.ev``).  The file is memory-mapped, so a record costs a
-slice assignment (~0.25 µs) and survives the process being SIGKILLed right after:
-the kernel owns the pages.
+(``<run_dir>/events/<pid>.ev``).  The file is memory-mapped, so a record costs one
+``mmap.write`` (a copy into the mapping, ~0.25 µs) and survives the process being
+SIGKILLed right after: the kernel owns the pages.
 
 An operation writes two records: ``BEGIN`` when it is invoked (with the item put,
 if any) and ``END`` when it returns or raises (with the item got, the exception,
@@ -25,6 +25,7 @@ name.  For MARK, ``op`` is a mark kind, ``a`` its detail.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import mmap
@@ -33,7 +34,8 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +104,17 @@ _MAX = 40
 _MAXB = 65535  # the longest string field of a record, in bytes
 
 
+def _repr_simple(obj: Any) -> str:
+    """repr() of an int/float/bool/None; ints too long for ``repr`` (the int-to-str
+    digit limit) are described by their size and a hash of their bytes."""
+    try:
+        return repr(obj)
+    except ValueError:
+        n = obj.bit_length()
+        digest = zlib.crc32(obj.to_bytes((n + 8) // 8, "little", signed=True))
+        return f"<int of {n} bits, crc32 {digest:08x}>"
+
+
 def _short_str(s: Any) -> str:
     """``short_repr`` of a str or bytes object."""
     if len(s) <= _MAX:
@@ -120,7 +133,7 @@ def short_repr(obj: object) -> str:
     """Return a short, cheap repr of ``obj`` for the history (at most ~60 chars)."""
     t = type(obj)
     if t in _SIMPLE:
-        return repr(obj)
+        return _repr_simple(obj)
     if t is str or t is bytes:
         return _short_str(obj)
     try:
@@ -140,7 +153,7 @@ def item_key(obj: object) -> str:
     """
     t = type(obj)
     if t in _SIMPLE:
-        return f"{t.__name__}:{obj!r}"
+        return f"{t.__name__}:{_repr_simple(obj)}"
     if t is str or t is bytes:
         return _key_str(obj, t)
     try:
@@ -159,9 +172,7 @@ def _utf8(s: str) -> bytes:
 
 #: maps the bytes that ``repr(bytes)`` shows as they are (printable ASCII but ``'``
 #: and ``\``) to ``a``, the others to ``0``: ``b.translate(_PLAIN).isalpha()``
-_PLAIN = bytes(
-    0x61 if 0x20 <= c < 0x7F and c not in (0x27, 0x5C) else 0x30 for c in range(256)
-)
+_PLAIN = bytes(0x61 if 0x20 <= c < 0x7F and c not in (0x27, 0x5C) else 0x30 for c in range(256))
 
 
 def _plain(s: str) -> bool:
@@ -178,7 +189,7 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
     """
     t = type(obj)
     if t is int:
-        r = repr(obj).encode()  # ASCII
+        r = _repr_simple(obj).encode()  # ASCII
         if len(r) <= 60000:
             return r, b"int:" + r
         return r[:_MAXB], (b"int:" + r)[:_MAXB]
@@ -193,10 +204,10 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
         if (head.isalnum() or head.translate(_PLAIN).isalpha()) and (
             tail.isalnum() or tail.translate(_PLAIN).isalpha()
         ):
-            short = b"b'%s'\xe2\x80\xa6(%d)" % (head, n)
+            btext = b"b'%s'\xe2\x80\xa6(%d)" % (head, n)
             if n <= 64:
-                return short, b"bytes:b'%s'" % b
-            return short, b"bytes:%d:b'%s':b'%s'" % (n, head[:32], tail)
+                return btext, b"bytes:b'%s'" % b
+            return btext, b"bytes:%d:b'%s':b'%s'" % (n, head[:32], tail)
         return _utf8(_short_str(b)), _utf8(_key_str(b, t))
     if t is str:
         s: str = obj  # type: ignore[assignment]
@@ -204,40 +215,78 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
         if n <= _MAX:
             r = repr(s).encode("utf-8", "replace")  # at most a few hundred bytes
             return r, b"str:" + r
-        head = s[:_MAX]
-        tail = s[-32:]
-        if _plain(head) and _plain(tail):
-            short = f"'{head}'…({n})".encode()
+        shead = s[:_MAX]
+        stail = s[-32:]
+        if _plain(shead) and _plain(stail):
+            text = f"'{shead}'…({n})".encode()
             if n <= 64:
-                return short, f"str:'{s}'".encode()
-            return short, f"str:{n}:'{head[:32]}':'{tail}'".encode()
+                return text, f"str:'{s}'".encode()
+            return text, f"str:{n}:'{shead[:32]}':'{stail}'".encode()
         return _utf8(_short_str(s)), _utf8(_key_str(s, t))
     if t in _SIMPLE:
-        r = repr(obj).encode()
+        r = _repr_simple(obj).encode()
         return r, t.__name__.encode() + b":" + r
     try:
-        s = repr(obj)
+        r_ = repr(obj)
     except Exception as e:  # a broken __repr__ must not break the queue
         return (
             _utf8(f"<{t.__name__} repr failed: {type(e).__name__}>"),
             _utf8(f"{t.__name__}:id"),
         )
-    short = s if len(s) <= 60 else s[:57] + "..."
-    key = s if len(s) <= 200 else f"{len(s)}:{s[:96]}:{s[-96:]}"
+    short = r_ if len(r_) <= 60 else r_[:57] + "..."
+    key = r_ if len(r_) <= 200 else f"{len(r_)}:{r_[:96]}:{r_[-96:]}"
     return _utf8(short), _utf8(f"{t.__name__}:{key}")
+
+
+def _item_payload(obj: object) -> tuple[bytes, int, int]:
+    """``_item_fields(obj)`` joined, and the length of each field.
+
+    A long str or bytes whose head and tail show as they are in a repr (printable
+    ASCII) has both fields formatted in one go: that is the common case of a big
+    item, and the one its cost matters for.
+    """
+    t = type(obj)
+    if t is bytes:
+        b: bytes = obj  # type: ignore[assignment]
+        n = len(b)
+        if n > 64:
+            head = b[:_MAX]
+            tail = b[-32:]
+            if (head.isalnum() or head.translate(_PLAIN).isalpha()) and (
+                tail.isalnum() or tail.translate(_PLAIN).isalpha()
+            ):
+                p = b"b'%s'\xe2\x80\xa6(%d)bytes:%d:b'%s':b'%s'" % (head, n, n, head[:32], tail)
+                d = (len(p) - 126) >> 1  # the digits of n, written twice
+                return p, 48 + d, 78 + d
+    elif t is str:
+        s: str = obj  # type: ignore[assignment]
+        n = len(s)
+        if n > 64:
+            shead = s[:_MAX]
+            stail = s[-32:]
+            if shead.isascii() and stail.isascii() and _plain(shead) and _plain(stail):
+                p = f"'{shead}'\u2026({n})str:{n}:'{shead[:32]}':'{stail}'".encode()
+                d = (len(p) - 121) >> 1
+                return p, 47 + d, 74 + d
+    ab, bb = _item_fields(obj)
+    return ab + bb, len(ab), len(bb)
 
 
 _pack_rec = _REC.pack
 _now = time.monotonic_ns
 #: where (time, seq) start in a record: they end its fixed part
 _TS_AT = _REC_SIZE - 12
+#: ints with fewer digits (and sign) than this have a packer of their own
+_INT_DIGITS = 21
+#: ints within these bounds are formatted inline (and never hit the digit limit)
+_INT_LIMIT = 10 ** (_INT_DIGITS - 1)
 #: Without a GIL (free-threaded builds), ``next()`` on a counter and ``mmap.write``
 #: are not atomic: the recorder then takes its lock for them.
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
-
-Writers = tuple[
-    Callable[[object], int], Callable[[], int], Callable[[int], None], Callable[[int, object], None]
-]
+#: Where a mapping grows in place (``mmap.resize``: mremap(2), Linux), records are
+#: appended without the lock; elsewhere growing means a new mapping, and every
+#: append takes the lock.
+_RESIZABLE = sys.platform.startswith("linux")
 
 
 class Recorder:
@@ -248,9 +297,10 @@ class Recorder:
     Thread-safe.  A record is built in full, then appended with one
     ``mmap.write`` call: one copy at the mapping's position, which the call then
     advances; under the GIL nothing else runs in between, so the call is the
-    reservation, the copy and the publication at once (without a GIL, the
-    recorder's lock is taken around it).  The record is in the kernel's page
-    cache when the call returns, so it survives the process being killed.
+    reservation, the copy and the publication at once (without a GIL, or where
+    a mapping cannot grow in place, the recorder's lock is taken around it).
+    The record is in the kernel's page cache when the call returns, so it
+    survives the process being killed.
     """
 
     def __init__(self, directory: str, process: str, pid: int | None = None) -> None:
@@ -273,11 +323,17 @@ class Recorder:
         self._next_seq: Callable[[], int]
         #: appends a record; raises ValueError when the mapping is full (or closed)
         self._fast_write: Callable[[bytes], object]
+        #: where sequence numbers come from: ``next(self._seq_iter)``
+        self._seq_iter: Iterator[int]
         if _GIL:
             self._next_seq = self._seqs.__next__
-            self._fast_write = mm.write
+            self._seq_iter = self._seqs
         else:  # pragma: no cover - free-threaded builds only
             self._next_seq = self._next_seq_locked
+            self._seq_iter = iter(self._next_seq_locked, None)
+        if _GIL and _RESIZABLE:
+            self._fast_write = mm.write
+        else:  # pragma: no cover - free-threaded builds, or no mremap()
             self._fast_write = self._slow_write
 
     @property
@@ -310,8 +366,16 @@ class Recorder:
         new = size
         while new - mm.tell() < need + 4:
             new *= 2
-        if new != size:
+        if new == size:
+            return
+        if _RESIZABLE:
             mm.resize(new)  # extends the file too; keeps the position
+        else:  # pragma: no cover - every append holds the lock (see __init__)
+            pos = mm.tell()
+            os.ftruncate(self._fd, new)
+            mm.close()
+            self._mm = mm = mmap.mmap(self._fd, new)
+            mm.seek(pos)
 
     def _append(
         self, kind: int, op: int, outcome: int, fault: int, queue: str, a: str, b: str, seq: int
@@ -350,102 +414,131 @@ class Recorder:
         """Record a process-level event (see ``MARKS``)."""
         self._append(KIND_MARK, MARK_CODES[kind], OUT_OK, fault, queue, detail, "", 0)
 
-    def writers(self, queue: str, op: int) -> Writers:
-        """Fast record writers for operation ``op`` on ``queue`` (FaultQueue's hot path).
+    def wrap(
+        self,
+        queue: str,
+        op: int,
+        call: Callable[..., Any],
+        has_item: bool,
+        generation_of: Any,
+        generation: int,
+        current: Callable[[], Callable[..., Any]],
+    ) -> Callable[..., Any]:
+        """``call`` (queue operation ``op`` on ``queue``), recording its BEGIN and END.
 
-        Returns ``(begin_item, begin, end_ok, end_item)``:
+        The records are those of ``begin``/``end`` (BEGIN with the item given,
+        for an operation that takes one (``has_item``: its first argument);
+        END with the item returned, for one that does not; an exception's type
+        name).  This is FaultQueue's fast path, with the queue's name and the
+        constant fields encoded once, here, and the records built inline.
 
-        * ``begin_item(obj) -> seq``: ``begin(queue, op, short_repr(obj), item_key(obj))``
-        * ``begin() -> seq``: ``begin(queue, op)``
-        * ``end_ok(seq)``: ``end(seq, queue, op, OUT_OK)``
-        * ``end_item(seq, obj)``: ``end(seq, queue, op, OUT_OK, -1, short_repr(obj),
-          item_key(obj))``
-
-        Each writes the same record as the call it stands for, with the queue's
-        name and the constant fields encoded once, here.
+        The wrapper belongs to this process's recorder: once
+        ``generation_of._generation`` differs from ``generation`` (a forked
+        child), it hands every call to ``current()``.
         """
         qb = _utf8(queue)
         lq = len(qb)
         base = _REC_SIZE + lq
-        fast_write = self._fast_write
+        fast_write = self._fast_write  # raises ValueError when full: slow_write
         slow_write = self._slow_write
-        next_seq = self._next_seq
+        seqs = self._seq_iter
         now = _now
-        fields = _item_fields
-
+        fields = _item_payload
+        end = self.end
+        raised = OUT_RAISED
         # A record with no item: all known now but (time, seq); one struct packs
         # it whole, with the bytes around (time, seq) as constants.
+        pack_bare = struct.Struct(f"<{_TS_AT}sqI{lq}s").pack
+
         def bare(kind: int, outcome: int) -> tuple[bytes, bytes]:
             rec = _pack_rec(base, kind, op, outcome, -1, lq, 0, 0, 0, 0) + qb
             return rec[:_TS_AT], rec[_TS_AT + 12 :]
 
-        begin_pre, begin_post = bare(KIND_BEGIN, OUT_PENDING)
-        end_pre, end_post = bare(KIND_END, OUT_OK)
-        pack_bare = struct.Struct(f"<{_TS_AT}sqI{lq}s").pack
-        # A record with an item: the fixed part and the queue's name, then the
-        # item's fields (an int's are "<digits>" and "int:<digits>").
+        # A record with an item: its fixed part and the queue's name, then the
+        # item's fields.
         pack_item = struct.Struct(f"<I8sHHxxqI{lq}s").pack
-        begin_const = _pack_rec(0, KIND_BEGIN, op, OUT_PENDING, -1, lq, 0, 0, 0, 0)[4:12]
+
+        # An int's fields are "<digits>" and "int:<digits>": for each number of
+        # digits, all but (time, seq) and the digits is known now.
+        def int_packers(kind: int, outcome: int) -> list[Callable[..., bytes]]:
+            out: list[Callable[..., bytes]] = []
+            for la in range(_INT_DIGITS):
+                head = _pack_rec(base + 2 * la + 4, kind, op, outcome, -1, lq, la, la + 4, 0, 0)
+                pack = struct.Struct(f"<{_TS_AT}sqI{lq}s{la}s4s{la}s").pack
+                out.append(functools.partial(pack, head[:_TS_AT]))
+            return out
+
+        if has_item:
+            begin_const = _pack_rec(0, KIND_BEGIN, op, OUT_PENDING, -1, lq, 0, 0, 0, 0)[4:12]
+            begin_int = int_packers(KIND_BEGIN, OUT_PENDING)
+            end_pre, end_post = bare(KIND_END, OUT_OK)
+
+            def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
+                if generation_of._generation != generation:
+                    return current()(obj, *args, **kwargs)
+                if (
+                    type(obj) is int
+                    and -_INT_LIMIT < obj < _INT_LIMIT
+                    and (la := len(ab := b"%d" % obj)) < _INT_DIGITS
+                ):
+                    seq = next(seqs)
+                    data = begin_int[la](now(), seq, qb, ab, b"int:", ab)
+                else:
+                    payload, la, lb = fields(obj)
+                    seq = next(seqs)
+                    data = pack_item(base + la + lb, begin_const, la, lb, now(), seq, qb) + payload
+                try:
+                    fast_write(data)
+                except ValueError:
+                    slow_write(data)
+                try:
+                    res = call(obj, *args, **kwargs) if args or kwargs else call(obj)
+                except BaseException as e:
+                    end(seq, queue, op, raised, -1, "", type(e).__name__)
+                    raise
+                data = pack_bare(end_pre, now(), seq, end_post)
+                try:
+                    fast_write(data)
+                except ValueError:
+                    slow_write(data)
+                return res
+
+            return put
+
+        begin_pre, begin_post = bare(KIND_BEGIN, OUT_PENDING)
         end_const = _pack_rec(0, KIND_END, op, OUT_OK, -1, lq, 0, 0, 0, 0)[4:12]
+        end_int = int_packers(KIND_END, OUT_OK)
 
-        def begin_item(obj: object) -> int:
-            if type(obj) is int and len(ab := repr(obj).encode()) <= 60000:
-                la = len(ab)
-                seq = next_seq()
-                data = (
-                    pack_item(base + 2 * la + 4, begin_const, la, la + 4, now(), seq, qb)
-                    + ab
-                    + b"int:"
-                    + ab
-                )
-            else:
-                ab, bb = fields(obj)
-                la = len(ab)
-                lb = len(bb)
-                seq = next_seq()
-                data = pack_item(base + la + lb, begin_const, la, lb, now(), seq, qb) + ab + bb
-            try:
-                fast_write(data)
-            except ValueError:
-                slow_write(data)
-            return seq
-
-        def begin() -> int:
-            seq = next_seq()
+        def get(*args: Any, **kwargs: Any) -> Any:
+            if generation_of._generation != generation:
+                return current()(*args, **kwargs)
+            seq = next(seqs)
             data = pack_bare(begin_pre, now(), seq, begin_post)
             try:
                 fast_write(data)
             except ValueError:
                 slow_write(data)
-            return seq
-
-        def end_ok(seq: int) -> None:
-            data = pack_bare(end_pre, now(), seq, end_post)
             try:
-                fast_write(data)
-            except ValueError:
-                slow_write(data)
-
-        def end_item(seq: int, obj: object) -> None:
-            if type(obj) is int and len(ab := repr(obj).encode()) <= 60000:
-                la = len(ab)
-                data = (
-                    pack_item(base + 2 * la + 4, end_const, la, la + 4, now(), seq, qb)
-                    + ab
-                    + b"int:"
-                    + ab
-                )
+                res = call(*args, **kwargs) if args or kwargs else call()
+            except BaseException as e:
+                end(seq, queue, op, raised, -1, "", type(e).__name__)
+                raise
+            if (
+                type(res) is int
+                and -_INT_LIMIT < res < _INT_LIMIT
+                and (la := len(ab := b"%d" % res)) < _INT_DIGITS
+            ):
+                data = end_int[la](now(), seq, qb, ab, b"int:", ab)
             else:
-                ab, bb = fields(obj)
-                la = len(ab)
-                lb = len(bb)
-                data = pack_item(base + la + lb, end_const, la, lb, now(), seq, qb) + ab + bb
+                payload, la, lb = fields(res)
+                data = pack_item(base + la + lb, end_const, la, lb, now(), seq, qb) + payload
             try:
                 fast_write(data)
             except ValueError:
                 slow_write(data)
+            return res
 
-        return begin_item, begin, end_ok, end_item
+        return get
 
     def close(self) -> None:
         """Release the mapping (the file and its records stay)."""

@@ -142,51 +142,40 @@ class FaultQueue:
             faulty.__doc__ = getattr(raw, "__doc__", None)
             return faulty
 
-        # No fault for this operation: the fast path.  The recorder's writers for
-        # (queue, op) are made once per process (a forked child makes its own: its
-        # generation differs) and kept in one tuple, (generation, state, writers...),
-        # replaced as a whole, so racing threads each see a consistent one.
-        cache: list[tuple[Any, ...]] = [(None,)]
-        gen_of = _st
+        # No fault for this operation: the fast path.  The recorder of this
+        # process builds the wrapper (records inline, the queue's name encoded
+        # once) and it stands in for the operation on this instance; it is made on
+        # the first call (the state, and the history file, are created lazily), and
+        # made again in a forked child (another process: another recorder), where
+        # a wrapper of the parent's hands its calls on to the child's.
+        holder = _st
+        made: list[Any] = [None, None]  # [generation, wrapper]
 
-        def writers() -> tuple[Any, ...]:
-            gen = gen_of._generation
+        def current() -> Callable[..., Any]:
+            gen = holder._generation
+            fn = made[1]
+            if fn is not None and made[0] == gen:
+                return fn  # type: ignore[no-any-return]
             st = state()
-            w = (gen, st, *st.recorder.writers(name, code))
-            cache[0] = w
-            return w
+            fn = st.recorder.wrap(name, code, raw, is_put, holder, gen, current)
+            fn.__name__ = op
+            fn.__qualname__ = "FaultQueue._make.<locals>." + ("put" if is_put else "call")
+            fn.__doc__ = getattr(raw, "__doc__", None)
+            made[:] = [gen, fn]
+            self.__dict__[op] = fn
+            return fn
 
         if is_put:
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                w = cache[0]
-                if w[0] != gen_of._generation:
-                    w = writers()
-                seq = w[2](obj)
-                try:
-                    res = raw(obj, *args, **kwargs) if args or kwargs else raw(obj)
-                except BaseException as e:
-                    w[1].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
-                    raise
-                w[4](seq)
-                return res
+                return current()(obj, *args, **kwargs)
 
             put.__name__ = op
             put.__doc__ = getattr(raw, "__doc__", None)
             return put
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            w = cache[0]
-            if w[0] != gen_of._generation:
-                w = writers()
-            seq = w[3]()
-            try:
-                res = raw(*args, **kwargs) if args or kwargs else raw()
-            except BaseException as e:
-                w[1].recorder.end(seq, name, code, OUT_RAISED, -1, "", type(e).__name__)
-                raise
-            w[5](seq, res)
-            return res
+            return current()(*args, **kwargs)
 
         call.__name__ = op
         call.__doc__ = getattr(raw, "__doc__", None)

@@ -1,0 +1,1 @@
+"""Benchmarks of pytest-mpfault against the raw standard library (see README.md)."""

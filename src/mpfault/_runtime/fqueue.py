@@ -26,7 +26,7 @@ from typing import Any
 
 from . import state as _st
 from .events import OP_CODES, OUT_OK, OUT_RAISED, item_key, short_repr
-from .faults import GET_OPS, PUT_OPS, Fault
+from .faults import PUT_OPS, Fault
 
 __all__ = ["FaultQueue"]
 
@@ -369,6 +369,3 @@ class FaultQueue:
             rec.mark("fault", self._name, f"{op}: exit {code} ({when}) [{term}]", index)
             rec.mark("exit", self._name, str(code), index)
             os._exit(code)
-
-
-_ = GET_OPS  # re-exported for the runtime's users

@@ -363,7 +363,7 @@ def test_full_contract_passes_and_json_agrees_with_table(method: str, tmp_path: 
 @pytest.mark.parametrize(
     ("factory", "method", "rows", "needles"),
     [
-        ("early_timeout", "fork", {6}, ["early", "after 0.05"]),
+        ("early_timeout", "fork", {6}, ["early", "observed queue.Empty after 0.0"]),
         (
             "never_full",
             "forkserver",

@@ -58,6 +58,31 @@ def _block_timeout(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     return bool(block), timeout
 
 
+def _put_unflushed(q: Any, obj: Any, block: bool, timeout: Any) -> bool:
+    """Put ``obj`` as ``multiprocessing.Queue.put`` does, but leave it in this process's
+    buffer without starting or waking the feeder thread: the exact state right after
+    ``put()`` returned and before the feeder ran, which a kill then makes a real loss.
+
+    Returns False (doing nothing) if ``q`` is not a ``multiprocessing`` Queue.
+    """
+    from multiprocessing.queues import JoinableQueue, Queue
+
+    if not isinstance(q, Queue):
+        return False
+    if q._closed:  # type: ignore[attr-defined]
+        raise ValueError(f"Queue {q!r} is closed")
+    if not q._sem.acquire(block, timeout):  # type: ignore[attr-defined]
+        raise _queue.Full
+    if isinstance(q, JoinableQueue):
+        with q._notempty, q._cond:  # type: ignore[attr-defined]
+            q._buffer.append(obj)  # type: ignore[attr-defined]
+            q._unfinished_tasks.release()  # type: ignore[attr-defined]
+    else:
+        with q._notempty:  # type: ignore[attr-defined]
+            q._buffer.append(obj)  # type: ignore[attr-defined]
+    return True
+
+
 class FaultQueue:
     """A fault-injecting, recording wrapper around a queue (see module docstring)."""
 
@@ -306,17 +331,26 @@ class FaultQueue:
                     note(index, term, "duplicate")
                     calls = 2
                 # "off": nothing
-            if any(t.action != "gate" for _, t in after):
+            dying = any(t.action != "gate" for _, t in after)
+            if dying:
                 # Dying right after the operation: keep the GIL from here to the kill, so
-                # the queue's feeder thread cannot flush the item in between (it would
+                # a busy feeder thread cannot flush the item in between (it would
                 # otherwise win whenever this thread is descheduled for a switch interval).
                 switch = sys.getswitchinterval()
                 sys.setswitchinterval(1e6)
             if result is _NOTHING:
                 if drop_get:
                     raw(*args, **kwargs)
-                for _ in range(calls):
-                    result = raw(*args, **kwargs)
+                if (
+                    dying
+                    and has_item
+                    and calls == 1
+                    and _put_unflushed(self._q, item, *_block_timeout(op, args, kwargs))
+                ):
+                    result = None
+                else:
+                    for _ in range(calls):
+                        result = raw(*args, **kwargs)
                 if calls == 0:
                     result = None
         except BaseException as e:

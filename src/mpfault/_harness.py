@@ -14,6 +14,7 @@ It does not import pytest.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import importlib.util
 import itertools
 import json
@@ -70,14 +71,20 @@ def _signame(sig: int) -> str:
         return f"signal {sig}"
 
 
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` from /proc (R, S, T, Z, ...), or None."""
+def _stat_state(path: str) -> bytes | None:
+    """The one-letter state field of a /proc ``stat`` file (R, S, T, Z, ...), or None."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
+    return data[data.rfind(b")") + 2 :].split(b" ", 1)[0]
+
+
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc (R, S, T, Z, ...), or None."""
+    state = _stat_state(f"/proc/{pid}/stat")
+    return None if state is None else state.decode()
 
 
 def _all_stopped(pid: int) -> bool:
@@ -86,15 +93,9 @@ def _all_stopped(pid: int) -> bool:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return True
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        if data[data.rfind(b")") + 2 :].split(b" ", 1)[0] not in (b"T", b"t", b"Z"):
-            return False
-    return True
+    return all(
+        _stat_state(f"/proc/{pid}/task/{tid}/stat") in (b"T", b"t", b"Z", None) for tid in tids
+    )
 
 
 def _wait_stopped_child(pid: int, timeout: float) -> bool:
@@ -392,16 +393,11 @@ class Child:
             if self._conn is not None and self._conn in ready:
                 self._pump(0)
             if self._process.sentinel in ready:
-                self._process.join(0)
-                # everything the child sent before dying is still readable
-                while self._conn is not None and self._pump(0) and self._conn.poll(0):
-                    pass
-                if until():
-                    return
-                if self._conn is not None and not self._conn.poll(0):
-                    self._close_conn()
-                if not self._process.is_alive() and self._conn is None:
-                    return
+                # exiting (its fds close just before it can be reaped): reap it; whatever
+                # it sent before is still readable; the caller decides
+                self._process.join(max(left, 0.001))
+                self._pump(0)
+                return
 
     # -- public API ---------------------------------------------------------------------
     def join(self, timeout: float | None = None) -> int | None:
@@ -814,15 +810,16 @@ class Harness:
 
     def _validate(self, f: Fault, where: str) -> None:
         for term in f.terms():
-            if term.action in ("kill", "exit", "pause", "gate") and f.who is not None:
-                import fnmatch
-
-                if fnmatch.fnmatchcase(_CONTROLLER_NAME, f.who):
-                    raise MpfaultError(
-                        f"{where}: fault '{f}' would {term.action} the test process itself "
-                        f"({_CONTROLLER_NAME!r} matches who={f.who!r}); such faults only fire "
-                        "in child processes: name them with who="
-                    )
+            if (
+                term.action in ("kill", "exit", "pause", "gate")
+                and f.who is not None
+                and fnmatch.fnmatchcase(_CONTROLLER_NAME, f.who)
+            ):
+                raise MpfaultError(
+                    f"{where}: fault '{f}' would {term.action} the test process itself "
+                    f"({_CONTROLLER_NAME!r} matches who={f.who!r}); such faults only fire "
+                    "in child processes: name them with who="
+                )
 
     # -- gates ----------------------------------------------------------------------------
     def gate(

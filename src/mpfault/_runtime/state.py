@@ -120,7 +120,6 @@ class ProcessState:
         self.recorder = Recorder(os.path.join(run.run_dir, "events"), self.process, self.pid)
         self._counters: dict[str, _Counters] = {}
         self._rngs: dict[tuple[str, int], random.Random] = {}
-        self._local: dict[tuple[str, int], list[int]] = {}
         self._gate_seq = 0
         self.lock = threading.RLock()
 

@@ -25,6 +25,7 @@ name.  For MARK, ``op`` is a mark kind, ``a`` its detail.
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import json
@@ -289,6 +290,37 @@ _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
 _RESIZABLE = sys.platform.startswith("linux")
 
 
+#: Set (to anything but "" or "0") to record in Python even where the C module is built.
+PURE_ENV = "MPFAULT_PURE_PYTHON"
+
+
+def _load_fastrec() -> Any:
+    """The C recorder (``_fastrec``), or None: not built (no compiler when the package
+    was installed), a free-threaded build, or ``MPFAULT_PURE_PYTHON`` set."""
+    if os.environ.get(PURE_ENV, "") not in ("", "0") or not (_GIL and _RESIZABLE):
+        return None
+    try:
+        from . import _fastrec as mod
+    except ImportError:
+        return None
+    return mod
+
+
+_fastrec = _load_fastrec()
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Extend the log file to ``offset + length`` bytes, with the disk space allocated:
+    a full disk is then an ``OSError`` here, not a SIGBUS at a write into the mapping
+    later (the C module does the same when it grows a log)."""
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+        os.ftruncate(fd, offset + length)  # a file system without fallocate
+
+
 class Recorder:
     """Append-only, memory-mapped event log of one process.
 
@@ -309,22 +341,29 @@ class Recorder:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, f"{self.pid}.ev")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.ftruncate(self._fd, _INITIAL_SIZE)
-        self._mm = mm = mmap.mmap(self._fd, _INITIAL_SIZE)
+        _reserve(self._fd, 0, _INITIAL_SIZE)
         header = json.dumps({"pid": self.pid, "process": process}).encode()
         if len(header) > HEADER_SIZE - 12:
             header = json.dumps({"pid": self.pid, "process": process[:200]}).encode()
-        mm[0:8] = MAGIC
-        mm[8:12] = struct.pack("<I", len(header))
-        mm[12 : 12 + len(header)] = header
-        mm.seek(HEADER_SIZE)
+        os.pwrite(self._fd, MAGIC + struct.pack("<I", len(header)) + header, 0)
         self._lock = threading.Lock()
+        #: the log in C (``_fastrec``), or None: the mapping below, in Python
+        self._log: Any = None
+        self._mm: mmap.mmap | None = None
         self._seqs = itertools.count(1)
         self._next_seq: Callable[[], int]
         #: appends a record; raises ValueError when the mapping is full (or closed)
         self._fast_write: Callable[[bytes], object]
         #: where sequence numbers come from: ``next(self._seq_iter)``
         self._seq_iter: Iterator[int]
+        if _fastrec is not None:
+            self._log = log = _fastrec.Log(self._fd, _INITIAL_SIZE, HEADER_SIZE)
+            self._next_seq = log.next_seq
+            self._seq_iter = iter(log.next_seq, None)
+            self._fast_write = log.write
+            return
+        self._mm = mm = mmap.mmap(self._fd, _INITIAL_SIZE)
+        mm.seek(HEADER_SIZE)
         if _GIL:
             self._next_seq = self._seqs.__next__
             self._seq_iter = self._seqs
@@ -337,8 +376,15 @@ class Recorder:
             self._fast_write = self._slow_write
 
     @property
+    def accelerated(self) -> bool:
+        """Whether the records are written by the C module (``_fastrec``)."""
+        return self._log is not None
+
+    @property
     def seq(self) -> int:
         """The sequence number of the last operation begun (0: none yet)."""
+        if self._log is not None:
+            return int(self._log.seq)
         return int(repr(self._seqs)[6:-1]) - 1  # "count(N)": N is the next one
 
     # -- appending ----------------------------------------------------------------
@@ -351,8 +397,12 @@ class Recorder:
 
     def _slow_write(self, data: bytes) -> None:
         """Append under the lock, growing the mapping first if needed."""
+        if self._log is not None:
+            self._log.write(data)  # grows as needed; closed: ValueError
+            return
         with self._lock:
             self._grow(len(data))
+            assert self._mm is not None
             self._mm.write(data)  # closed: ValueError
 
     def _next_seq_locked(self) -> int:  # pragma: no cover - free-threaded
@@ -362,12 +412,14 @@ class Recorder:
     def _grow(self, need: int) -> None:
         """Make room for ``need`` more bytes (the caller holds the lock)."""
         mm = self._mm
+        assert mm is not None
         size = mm.size()
         new = size
         while new - mm.tell() < need + 4:
             new *= 2
         if new == size:
             return
+        _reserve(self._fd, size, new - size)
         if _RESIZABLE:
             mm.resize(new)  # extends the file too; keeps the position
         else:  # pragma: no cover - every append holds the lock (see __init__)
@@ -425,6 +477,36 @@ class Recorder:
         current: Callable[[], Callable[..., Any]],
     ) -> Callable[..., Any]:
         """``call`` (queue operation ``op`` on ``queue``), recording its BEGIN and END.
+
+        The records are those of ``begin``/``end`` (see ``_wrap_py``), written by
+        the C module when it is there (``accelerated``), else by Python.
+        """
+        slow = self._wrap_py(queue, op, call, has_item, generation_of, generation, current)
+        if self._log is None:
+            return slow
+        end = self.end
+
+        def end_raised(seq: int, e: BaseException) -> None:
+            end(seq, queue, op, OUT_RAISED, -1, "", type(e).__name__)
+
+        # The C operation notices a fork by itself (pthread_atfork) and then asks
+        # current() for the child's.
+        fn: Callable[..., Any] = self._log.wrap(
+            _utf8(queue), op, call, has_item, current, end_raised, _item_payload, slow
+        )
+        return fn
+
+    def _wrap_py(
+        self,
+        queue: str,
+        op: int,
+        call: Callable[..., Any],
+        has_item: bool,
+        generation_of: Any,
+        generation: int,
+        current: Callable[[], Callable[..., Any]],
+    ) -> Callable[..., Any]:
+        """``wrap`` in Python.
 
         The records are those of ``begin``/``end`` (BEGIN with the item given,
         for an operation that takes one (``has_item``: its first argument);
@@ -543,7 +625,10 @@ class Recorder:
     def close(self) -> None:
         """Release the mapping (the file and its records stay)."""
         try:
-            self._mm.close()
+            if self._log is not None:
+                self._log.close()
+            elif self._mm is not None:
+                self._mm.close()
         finally:
             os.close(self._fd)
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from . import events as _events
 from . import state as _st
 from .events import OP_CODES, OUT_OK, OUT_RAISED, item_key, short_repr
 from .faults import PUT_OPS, Fault
@@ -189,6 +190,13 @@ class FaultQueue:
             made[:] = [gen, fn]
             self.__dict__[op] = fn
             return fn
+
+        fastrec = _events._fastrec
+        if fastrec is not None:  # the same, in C
+            tramp: Any = fastrec.Trampoline(current)
+            tramp.__name__ = op
+            tramp.__doc__ = getattr(raw, "__doc__", None)
+            return tramp  # type: ignore[no-any-return]
 
         if is_put:
 

@@ -1,0 +1,984 @@
+/*
+ * mpfault._runtime._fastrec: the recorder's hot path in C (optional).
+ *
+ * The event history's records are written by the process doing the queue
+ * operation (see events.py for the format).  In pure Python, recording a put or
+ * a get costs ~1.7 us per operation, a fifth of what a multiprocessing queue
+ * costs: the producer of a busy queue loses a quarter of its throughput.  This
+ * module does the same work in ~0.2 us:
+ *
+ *   Log   an append-only memory-mapped log: the file events.Recorder opened,
+ *         mapped MAP_SHARED (records survive the process being killed), grown
+ *         in place with mremap(2), plus the recorder's sequence numbers.
+ *   Op    a queue operation with its BEGIN and END records: the callable that
+ *         FaultQueue puts in place of ``put``/``get``/... when no fault is
+ *         planned for it.  Byte for byte the records of Recorder.begin/end.
+ *
+ * It formats the common items itself (ints, None, plain-ASCII str and bytes)
+ * and asks events._item_payload for the others.  Everything runs under the GIL
+ * (the module is not used on free-threaded builds): a record is reserved,
+ * filled and published with no Python code running in between; its length is
+ * written last, so a reader never sees a half-written record.
+ *
+ * Standard library only: the child-side runtime depends on nothing else.
+ */
+#define PY_SSIZE_T_CLEAN
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* fallocate, mremap */
+#endif
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#if !defined(__linux__)
+#error "mpfault._fastrec needs Linux (mremap); the pure-Python recorder is used elsewhere"
+#endif
+#if PY_BIG_ENDIAN
+#error "mpfault._fastrec writes little-endian records on a little-endian machine only"
+#endif
+
+/* struct "<IBBBxhHHHxxqI": see events.py */
+#define REC_SIZE 30
+#define KIND_BEGIN 1
+#define KIND_END 2
+#define OUT_PENDING 0
+#define OUT_OK 1
+/* events._MAX: the head of a long str/bytes shown in its short repr */
+#define HEAD 40
+#define TAIL 32
+/* the longest payload formatted here: 2 * (~10 + 64 + 20) */
+#define FAST_CAP 256
+
+static PyTypeObject OpType;
+
+/* Incremented in the child of every fork(): an Op or a Trampoline made before the
+ * last fork belongs to the parent (its log, its recorder). */
+static long long fork_generation = 0;
+
+static void
+on_fork_child(void)
+{
+    fork_generation++;
+}
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
+/* Pages are faulted in ahead of the writes, this many bytes at a time: one
+ * madvise() instead of a page fault every 4 KiB (4x cheaper on ext4 here). */
+#define AHEAD (64 * 1024)
+static size_t page_size = 4096;
+
+/* -- Log ----------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    char *base; /* NULL once closed */
+    size_t size;
+    size_t pos;
+    size_t ahead; /* pages below this offset are faulted in (0: no MADV_POPULATE_WRITE) */
+    unsigned long long seq; /* the last sequence number given out */
+} LogObject;
+
+/* Fault in the pages from log->ahead on, before the writes reach them. */
+static void
+log_populate(LogObject *log)
+{
+    size_t end = log->ahead + (AHEAD > page_size ? AHEAD : page_size);
+    if (end > log->size) {
+        end = log->size;
+    }
+    if (end <= log->ahead) {
+        return;
+    }
+    if (madvise(log->base + log->ahead, end - log->ahead, MADV_POPULATE_WRITE) != 0) {
+        log->ahead = 0; /* not supported (or no memory): page faults as they come */
+        return;
+    }
+    log->ahead = end;
+}
+
+static int
+log_closed(LogObject *log)
+{
+    if (log->base == NULL) {
+        PyErr_SetString(PyExc_ValueError, "the event log is closed");
+        return 1;
+    }
+    return 0;
+}
+
+/* Make room for n more bytes (and a zero length after them). */
+static int
+log_reserve(LogObject *log, size_t n)
+{
+    if (log_closed(log)) {
+        return -1;
+    }
+    if (log->pos + n + 4 <= log->size) {
+        if (log->ahead && log->pos + n > log->ahead) {
+            log_populate(log);
+        }
+        return 0;
+    }
+    size_t nsize = log->size;
+    while (nsize - log->pos < n + 4) {
+        nsize *= 2;
+    }
+    /* Space allocated now: a full disk is an OSError here, not a SIGBUS at a write
+     * into the mapping later.  ftruncate where the file system has no fallocate. */
+    if (fallocate(log->fd, 0, (off_t)log->size, (off_t)(nsize - log->size)) != 0) {
+        if ((errno != EOPNOTSUPP && errno != EINVAL) || ftruncate(log->fd, (off_t)nsize) != 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+    }
+    void *p = mremap(log->base, log->size, nsize, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    log->base = (char *)p;
+    log->size = nsize;
+    if (log->ahead) {
+        log_populate(log);
+    }
+    return 0;
+}
+
+static inline void
+put_u16(char *p, unsigned v)
+{
+    uint16_t x = (uint16_t)v;
+    memcpy(p, &x, 2);
+}
+
+/* Append one record: the fixed part, the queue's name, then payload (la + lb
+ * bytes: the fields a and b).  The length goes in last. */
+static int
+log_record(LogObject *log, int kind, int op, int outcome, PyObject *qb, const char *payload,
+           Py_ssize_t la, Py_ssize_t lb, unsigned long long seq)
+{
+    Py_ssize_t lq = PyBytes_GET_SIZE(qb);
+    size_t length = REC_SIZE + (size_t)lq + (size_t)la + (size_t)lb;
+    struct timespec ts;
+    if (log_reserve(log, length) < 0) {
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t t = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    uint32_t seq32 = (uint32_t)seq;
+    int16_t fault = -1;
+    char *p = log->base + log->pos;
+    log->pos += length;
+    p[4] = (char)kind;
+    p[5] = (char)op;
+    p[6] = (char)outcome;
+    p[7] = 0;
+    memcpy(p + 8, &fault, 2);
+    put_u16(p + 10, (unsigned)lq);
+    put_u16(p + 12, (unsigned)la);
+    put_u16(p + 14, (unsigned)lb);
+    put_u16(p + 16, 0);
+    memcpy(p + 18, &t, 8);
+    memcpy(p + 26, &seq32, 4);
+    memcpy(p + REC_SIZE, PyBytes_AS_STRING(qb), (size_t)lq);
+    if (la + lb) {
+        memcpy(p + REC_SIZE + lq, payload, (size_t)(la + lb));
+    }
+    uint32_t len32 = (uint32_t)length;
+    __atomic_store_n((uint32_t *)(void *)p, len32, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static PyObject *
+Log_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"fd", "size", "pos", NULL};
+    int fd;
+    Py_ssize_t size, pos;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn:Log", kwlist, &fd, &size, &pos)) {
+        return NULL;
+    }
+    if (size < 4096 || pos < 0 || pos + 4 > size) {
+        PyErr_SetString(PyExc_ValueError, "Log: need 4096 <= size and 0 <= pos < size - 4");
+        return NULL;
+    }
+    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    LogObject *self = (LogObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        munmap(p, (size_t)size);
+        return NULL;
+    }
+    self->fd = fd;
+    self->base = (char *)p;
+    self->size = (size_t)size;
+    self->pos = (size_t)pos;
+    self->ahead = (size_t)pos / page_size * page_size;
+    self->seq = 0;
+    if (self->ahead == 0) { /* 0 means "off": start past the header's page */
+        self->ahead = page_size;
+    }
+    log_populate(self);
+    return (PyObject *)self;
+}
+
+static void
+Log_dealloc(LogObject *self)
+{
+    if (self->base != NULL) {
+        munmap(self->base, self->size);
+        self->base = NULL;
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Log_write(LogObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    if (view.len < 4 || log_reserve(self, (size_t)view.len) < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "a record has at least 4 bytes");
+        }
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    char *p = self->base + self->pos;
+    const char *d = (const char *)view.buf;
+    self->pos += (size_t)view.len;
+    memcpy(p + 4, d + 4, (size_t)view.len - 4);
+    uint32_t len32;
+    memcpy(&len32, d, 4);
+    __atomic_store_n((uint32_t *)(void *)p, len32, __ATOMIC_RELEASE);
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Log_next_seq(LogObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(++self->seq);
+}
+
+static PyObject *
+Log_close(LogObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->base != NULL) {
+        munmap(self->base, self->size);
+        self->base = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Log_get_seq(LogObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->seq);
+}
+
+static PyObject *
+Log_get_pos(LogObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(self->pos);
+}
+
+static PyObject *
+Log_get_size(LogObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(self->size);
+}
+
+static PyObject *
+Log_get_closed(LogObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->base == NULL);
+}
+
+static PyObject *Log_wrap(LogObject *self, PyObject *args, PyObject *kwds);
+
+static PyMethodDef Log_methods[] = {
+    {"write", (PyCFunction)Log_write, METH_O,
+     "write(record)\n--\n\nAppend one record (bytes-like, built in full)."},
+    {"next_seq", (PyCFunction)Log_next_seq, METH_NOARGS,
+     "next_seq()\n--\n\nThe next operation's sequence number (1, 2, ...)."},
+    {"close", (PyCFunction)Log_close, METH_NOARGS,
+     "close()\n--\n\nUnmap the log (the file stays; writing then raises ValueError)."},
+    {"wrap", (PyCFunction)(void (*)(void))Log_wrap, METH_VARARGS | METH_KEYWORDS,
+     "wrap(queue, op, call, has_item, current, end_raised, fields, slow)\n--\n\n"
+     "A recording Op around call (see Recorder.wrap)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Log_getset[] = {
+    {"seq", (getter)Log_get_seq, NULL, "The last sequence number given out (0: none).", NULL},
+    {"pos", (getter)Log_get_pos, NULL, "Where the next record goes.", NULL},
+    {"size", (getter)Log_get_size, NULL, "The mapping's size.", NULL},
+    {"closed", (getter)Log_get_closed, NULL, "Whether close() was called.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LogType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpfault._runtime._fastrec.Log",
+    .tp_basicsize = sizeof(LogObject),
+    .tp_dealloc = (destructor)Log_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Log(fd, size, pos)\n--\n\nAn append-only event log mapped from file descriptor fd "
+              "(size bytes, records from pos on).",
+    .tp_methods = Log_methods,
+    .tp_getset = Log_getset,
+    .tp_new = Log_new,
+};
+
+/* -- items ------------------------------------------------------------------------ */
+
+/* Whether repr() shows these bytes as they are: printable ASCII but ' and \ */
+static int
+plain(const unsigned char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c < 0x20 || c >= 0x7F || c == '\'' || c == '\\') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Append helpers: each returns the position after what it wrote. */
+static inline char *
+put_mem(char *p, const char *s, Py_ssize_t n)
+{
+    memcpy(p, s, (size_t)n);
+    return p + n;
+}
+
+static const char DIGITS2[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                               "8081828384858687888990919293949596979899";
+
+/* The decimal digits of v (as "%lld"). */
+static char *
+put_int(char *p, long long v)
+{
+    char tmp[24];
+    char *t = tmp + sizeof(tmp);
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    while (u >= 100) {
+        unsigned d = (unsigned)(u % 100) * 2;
+        u /= 100;
+        *--t = DIGITS2[d + 1];
+        *--t = DIGITS2[d];
+    }
+    if (u >= 10) {
+        *--t = DIGITS2[u * 2 + 1];
+        *--t = DIGITS2[u * 2];
+    }
+    else {
+        *--t = (char)('0' + (int)u);
+    }
+    if (v < 0) {
+        *--t = '-';
+    }
+    return put_mem(p, t, tmp + sizeof(tmp) - t);
+}
+
+/* prefix'text' (prefix "b" for bytes, "" for str) */
+static inline char *
+put_quoted(char *p, int is_bytes, const char *s, Py_ssize_t n)
+{
+    if (is_bytes) {
+        *p++ = 'b';
+    }
+    *p++ = '\'';
+    p = put_mem(p, s, n);
+    *p++ = '\'';
+    return p;
+}
+
+/* events._item_payload for str/bytes whose repr shows their text.
+ * Returns 1 with the payload in buf, 0 if not plain. */
+static int
+text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *la,
+             Py_ssize_t *lb)
+{
+    const char *tname = is_bytes ? "bytes:" : "str:";
+    Py_ssize_t ltname = is_bytes ? 6 : 4;
+    char *p = buf;
+    if (n <= HEAD) {
+        if (!plain((const unsigned char *)s, n)) {
+            return 0;
+        }
+        p = put_quoted(p, is_bytes, s, n);
+        *la = p - buf;
+        p = put_mem(p, tname, ltname);
+        p = put_mem(p, buf, *la);
+        *lb = p - buf - *la;
+        return 1;
+    }
+    const char *tail = s + n - TAIL;
+    if (!plain((const unsigned char *)s, HEAD) || !plain((const unsigned char *)tail, TAIL)) {
+        return 0;
+    }
+    p = put_quoted(p, is_bytes, s, HEAD);
+    p = put_mem(p, "\xe2\x80\xa6(", 4);
+    p = put_int(p, (long long)n);
+    *p++ = ')';
+    *la = p - buf;
+    p = put_mem(p, tname, ltname);
+    if (n <= HEAD + TAIL - 8) { /* n <= 64: the key is the whole text */
+        p = put_quoted(p, is_bytes, s, n);
+    }
+    else {
+        p = put_int(p, (long long)n);
+        *p++ = ':';
+        p = put_quoted(p, is_bytes, s, TAIL);
+        *p++ = ':';
+        p = put_quoted(p, is_bytes, tail, TAIL);
+    }
+    *lb = p - buf - *la;
+    return 1;
+}
+
+/* The payload of obj (events._item_payload) for the common types.
+ * Returns 1 (done, in buf), 0 (ask Python), -1 (error). */
+static int
+fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
+{
+    if (PyLong_CheckExact(obj)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (overflow) {
+            return 0;
+        }
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        char *p = put_int(buf, v);
+        *la = p - buf;
+        p = put_mem(p, "int:", 4);
+        p = put_mem(p, buf, *la);
+        *lb = p - buf - *la;
+        return 1;
+    }
+    if (obj == Py_None) {
+        memcpy(buf, "NoneNoneType:None", 17);
+        *la = 4;
+        *lb = 13;
+        return 1;
+    }
+    if (PyBytes_CheckExact(obj)) {
+        return text_payload(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj), 1, buf, la, lb);
+    }
+    if (PyUnicode_CheckExact(obj)) {
+#if PY_VERSION_HEX < 0x030C0000
+        if (PyUnicode_READY(obj) < 0) {
+            return -1;
+        }
+#endif
+        if (!PyUnicode_IS_ASCII(obj)) {
+            return 0;
+        }
+        return text_payload((const char *)PyUnicode_1BYTE_DATA(obj), PyUnicode_GET_LENGTH(obj), 0,
+                            buf, la, lb);
+    }
+    return 0;
+}
+
+/* -- Op --------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    LogObject *log;
+    PyObject *qb;         /* the queue's name, utf-8 */
+    int op;
+    int has_item;
+    PyObject *call;       /* the wrapped operation */
+    long long fork_gen;   /* fork_generation when it was made */
+    PyObject *current;    /* () -> the Op of the current process */
+    PyObject *end_raised; /* (seq, exception) -> records the END of a call that raised */
+    PyObject *fields;     /* events._item_payload */
+    PyObject *slow;       /* the pure-Python wrapper, for calls this one does not take */
+    PyObject *next;       /* in a forked child: the child's operation, or NULL */
+    long long next_gen;   /* the fork_generation next belongs to */
+} OpObject;
+
+/* Record the END of a call that raised; the exception stays set. */
+static PyObject *
+op_raised(OpObject *self, unsigned long long seq)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(exc, tb);
+    }
+#endif
+    PyObject *seqo = PyLong_FromUnsignedLongLong(seq);
+    PyObject *r = NULL;
+    if (seqo != NULL) {
+        r = PyObject_CallFunctionObjArgs(self->end_raised, seqo, exc, NULL);
+        Py_DECREF(seqo);
+    }
+    if (r == NULL) { /* the recorder failed: its error, in the context of the queue's */
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *err = PyErr_GetRaisedException();
+        PyException_SetContext(err, exc);
+        PyErr_SetRaisedException(err);
+#else
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb);
+        PyErr_NormalizeException(&et, &ev, &etb);
+        PyException_SetContext(ev, exc);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        PyErr_Restore(et, ev, etb);
+#endif
+        return NULL;
+    }
+    Py_DECREF(r);
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(type, exc, tb);
+#endif
+    return NULL;
+}
+
+/* The payload of obj, in buf or in *held (a bytes object the caller releases). */
+static int
+op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ssize_t *la,
+           Py_ssize_t *lb, PyObject **held)
+{
+    int r = fast_payload(obj, buf, la, lb);
+    if (r < 0) {
+        return -1;
+    }
+    if (r == 1) {
+        *payload = buf;
+        return 0;
+    }
+    PyObject *t = PyObject_CallOneArg(self->fields, obj);
+    if (t == NULL) {
+        return -1;
+    }
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3 ||
+        !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0))) {
+        Py_DECREF(t);
+        PyErr_SetString(PyExc_TypeError, "_item_payload must return (bytes, int, int)");
+        return -1;
+    }
+    PyObject *p = PyTuple_GET_ITEM(t, 0);
+    *la = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 1));
+    *lb = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 2));
+    if (PyErr_Occurred() || *la < 0 || *lb < 0 || *la > 65535 || *lb > 65535 ||
+        *la + *lb != PyBytes_GET_SIZE(p)) {
+        Py_DECREF(t);
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "_item_payload: inconsistent field lengths");
+        }
+        return -1;
+    }
+    Py_INCREF(p);
+    Py_DECREF(t);
+    *held = p;
+    *payload = PyBytes_AS_STRING(p);
+    return 0;
+}
+
+static PyObject *
+op_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    OpObject *self = (OpObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (self->call == NULL) { /* cleared by the garbage collector (all or none) */
+        PyErr_SetString(PyExc_RuntimeError, "mpfault: this queue operation was torn down");
+        return NULL;
+    }
+    if (self->fork_gen != fork_generation) { /* a forked child: its own recorder */
+        /* the child's operation, asked for once per fork (a caller may keep this
+         * one in a variable across a fork) */
+        PyObject *fn = self->next;
+        if (fn == NULL || self->next_gen != fork_generation) {
+            fn = PyObject_CallNoArgs(self->current);
+            if (fn == NULL) {
+                return NULL;
+            }
+            if (fn == callable) { /* the runtime says this one is current after all */
+                Py_DECREF(fn);
+                self->fork_gen = fork_generation;
+                goto record;
+            }
+            Py_XSETREF(self->next, fn);
+            self->next_gen = fork_generation;
+        }
+        Py_INCREF(fn);
+        PyObject *res = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+        Py_DECREF(fn);
+        return res;
+    }
+record:;
+    LogObject *log = self->log;
+    char buf[FAST_CAP];
+    const char *payload = NULL;
+    Py_ssize_t la = 0, lb = 0;
+    PyObject *held = NULL;
+    unsigned long long seq;
+    PyObject *res;
+    if (self->has_item) {
+        if (nargs < 1) { /* put(obj=...) and the like */
+            return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+        }
+        if (op_payload(self, args[0], buf, &payload, &la, &lb, &held) < 0) {
+            return NULL;
+        }
+        seq = ++log->seq;
+        int w = log_record(log, KIND_BEGIN, self->op, OUT_PENDING, self->qb, payload, la, lb, seq);
+        Py_XDECREF(held);
+        if (w < 0) {
+            return NULL;
+        }
+        res = PyObject_Vectorcall(self->call, args, nargsf, kwnames);
+        if (res == NULL) {
+            return op_raised(self, seq);
+        }
+        if (log_record(log, KIND_END, self->op, OUT_OK, self->qb, NULL, 0, 0, seq) < 0) {
+            Py_DECREF(res);
+            return NULL;
+        }
+        return res;
+    }
+    seq = ++log->seq;
+    if (log_record(log, KIND_BEGIN, self->op, OUT_PENDING, self->qb, NULL, 0, 0, seq) < 0) {
+        return NULL;
+    }
+    res = PyObject_Vectorcall(self->call, args, nargsf, kwnames);
+    if (res == NULL) {
+        return op_raised(self, seq);
+    }
+    if (op_payload(self, res, buf, &payload, &la, &lb, &held) < 0 ||
+        log_record(log, KIND_END, self->op, OUT_OK, self->qb, payload, la, lb, seq) < 0) {
+        Py_XDECREF(held);
+        Py_DECREF(res);
+        return NULL;
+    }
+    Py_XDECREF(held);
+    return res;
+}
+
+static PyObject *
+Log_wrap(LogObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"queue", "op",         "call",   "has_item", "current",
+                             "end_raised", "fields", "slow", NULL};
+    PyObject *qb, *call, *current, *end_raised, *fields, *slow;
+    int op, has_item;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "SiOpOOOO:wrap", kwlist, &qb, &op, &call,
+                                     &has_item, &current, &end_raised, &fields, &slow)) {
+        return NULL;
+    }
+    if (op < 1 || op > 255 || PyBytes_GET_SIZE(qb) > 65535) {
+        PyErr_SetString(PyExc_ValueError, "wrap: op must be 1..255, the name at most 65535 bytes");
+        return NULL;
+    }
+    OpObject *o = PyObject_GC_New(OpObject, &OpType);
+    if (o == NULL) {
+        return NULL;
+    }
+    o->vectorcall = op_vectorcall;
+    o->dict = NULL;
+    Py_INCREF(self);
+    o->log = self;
+    Py_INCREF(qb);
+    o->qb = qb;
+    o->op = op;
+    o->has_item = has_item;
+    Py_INCREF(call);
+    o->call = call;
+    o->fork_gen = fork_generation;
+    o->next = NULL;
+    o->next_gen = 0;
+    Py_INCREF(current);
+    o->current = current;
+    Py_INCREF(end_raised);
+    o->end_raised = end_raised;
+    Py_INCREF(fields);
+    o->fields = fields;
+    Py_INCREF(slow);
+    o->slow = slow;
+    PyObject_GC_Track(o);
+    return (PyObject *)o;
+}
+
+static int
+Op_traverse(OpObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->call);
+    Py_VISIT(self->current);
+    Py_VISIT(self->end_raised);
+    Py_VISIT(self->fields);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->next);
+    return 0;
+}
+
+/* The log and the name hold no references: they stay until the Op goes. */
+static int
+Op_clear(OpObject *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->call);
+    Py_CLEAR(self->current);
+    Py_CLEAR(self->end_raised);
+    Py_CLEAR(self->fields);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->next);
+    return 0;
+}
+
+static void
+Op_dealloc(OpObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Op_clear(self);
+    Py_CLEAR(self->qb);
+    Py_CLEAR(self->log);
+    PyObject_GC_Del(self);
+}
+
+static PyObject *
+Op_get_call(OpObject *self, void *Py_UNUSED(closure))
+{
+    PyObject *c = self->call ? self->call : Py_None;
+    Py_INCREF(c);
+    return c;
+}
+
+static PyGetSetDef Op_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"__wrapped__", (getter)Op_get_call, NULL, "The operation this one records.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject OpType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpfault._runtime._fastrec.Op",
+    .tp_basicsize = sizeof(OpObject),
+    .tp_dealloc = (destructor)Op_dealloc,
+    .tp_vectorcall_offset = offsetof(OpObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "A queue operation that records its BEGIN and END events (made by Log.wrap).",
+    .tp_traverse = (traverseproc)Op_traverse,
+    .tp_clear = (inquiry)Op_clear,
+    .tp_getset = Op_getset,
+    .tp_dictoffset = offsetof(OpObject, dict),
+};
+
+/* -- Trampoline ------------------------------------------------------------------- */
+
+/* The operation as FaultQueue first shows it (``q.put``, which a caller may keep in
+ * a variable): it hands every call to the Op of the current process, made on the
+ * first call by current() and made again in a forked child. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    PyObject *current; /* () -> this process's Op */
+    PyObject *fn;      /* the Op made since the last fork, or NULL */
+    long long fork_gen;
+} TrampolineObject;
+
+static PyObject *
+tramp_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    TrampolineObject *self = (TrampolineObject *)callable;
+    if (self->current == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mpfault: this queue operation was torn down");
+        return NULL;
+    }
+    PyObject *fn = self->fn;
+    if (fn == NULL || self->fork_gen != fork_generation) {
+        fn = PyObject_CallNoArgs(self->current);
+        if (fn == NULL) {
+            return NULL;
+        }
+        Py_XSETREF(self->fn, fn);
+        self->fork_gen = fork_generation;
+    }
+    Py_INCREF(fn); /* the call may replace self->fn */
+    PyObject *res = PyObject_Vectorcall(fn, args, nargsf, kwnames);
+    Py_DECREF(fn);
+    return res;
+}
+
+static PyObject *
+Trampoline_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"current", NULL};
+    PyObject *current;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Trampoline", kwlist, &current)) {
+        return NULL;
+    }
+    TrampolineObject *self = (TrampolineObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = tramp_vectorcall;
+    Py_INCREF(current);
+    self->current = current;
+    self->fn = NULL;
+    self->fork_gen = fork_generation;
+    return (PyObject *)self;
+}
+
+static int
+Trampoline_traverse(TrampolineObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->current);
+    Py_VISIT(self->fn);
+    return 0;
+}
+
+static int
+Trampoline_clear(TrampolineObject *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->current);
+    Py_CLEAR(self->fn);
+    return 0;
+}
+
+static void
+Trampoline_dealloc(TrampolineObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Trampoline_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyGetSetDef Trampoline_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject TrampolineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpfault._runtime._fastrec.Trampoline",
+    .tp_basicsize = sizeof(TrampolineObject),
+    .tp_dealloc = (destructor)Trampoline_dealloc,
+    .tp_vectorcall_offset = offsetof(TrampolineObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Trampoline(current)\n--\n\nA queue operation that hands its calls to the "
+              "operation current() returns (asked again after a fork).",
+    .tp_traverse = (traverseproc)Trampoline_traverse,
+    .tp_clear = (inquiry)Trampoline_clear,
+    .tp_getset = Trampoline_getset,
+    .tp_dictoffset = offsetof(TrampolineObject, dict),
+    .tp_new = Trampoline_new,
+};
+
+/* -- module ---------------------------------------------------------------------- */
+
+static PyObject *
+fast_payload_py(PyObject *Py_UNUSED(module), PyObject *obj)
+{
+    char buf[FAST_CAP];
+    Py_ssize_t la = 0, lb = 0;
+    int r = fast_payload(obj, buf, &la, &lb);
+    if (r < 0) {
+        return NULL;
+    }
+    if (r == 0) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(y#nn)", buf, la + lb, la, lb);
+}
+
+static PyMethodDef module_methods[] = {
+    {"fast_payload", fast_payload_py, METH_O,
+     "fast_payload(obj)\n--\n\n(payload, la, lb) as events._item_payload gives it, for the "
+     "items formatted in C; None for the others."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "mpfault._runtime._fastrec",
+    .m_doc = "The recorder's hot path in C (optional; see events.py).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__fastrec(void)
+{
+    if (PyType_Ready(&LogType) < 0 || PyType_Ready(&OpType) < 0 ||
+        PyType_Ready(&TrampolineType) < 0) {
+        return NULL;
+    }
+    long ps = sysconf(_SC_PAGESIZE);
+    if (ps > 0) {
+        page_size = (size_t)ps;
+    }
+    static int atfork_done = 0;
+    if (!atfork_done) {
+        int err = pthread_atfork(NULL, NULL, on_fork_child);
+        if (err != 0) {
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        atfork_done = 1;
+    }
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&LogType);
+    if (PyModule_AddObject(m, "Log", (PyObject *)&LogType) < 0) {
+        Py_DECREF(&LogType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&OpType);
+    if (PyModule_AddObject(m, "Op", (PyObject *)&OpType) < 0) {
+        Py_DECREF(&OpType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&TrampolineType);
+    if (PyModule_AddObject(m, "Trampoline", (PyObject *)&TrampolineType) < 0) {
+        Py_DECREF(&TrampolineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "RECORD_SIZE", REC_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,43 @@
+"""The recorder's hot path in C (see _fastrec.c)."""
+
+from collections.abc import Callable
+from typing import Any
+
+RECORD_SIZE: int
+
+class Log:
+    """An append-only event log mapped from a file descriptor."""
+
+    seq: int
+    pos: int
+    size: int
+    closed: bool
+    def __init__(self, fd: int, size: int, pos: int) -> None: ...
+    def write(self, record: bytes, /) -> None: ...
+    def next_seq(self) -> int: ...
+    def close(self) -> None: ...
+    def wrap(
+        self,
+        queue: bytes,
+        op: int,
+        call: Callable[..., Any],
+        has_item: bool,
+        current: Callable[[], Callable[..., Any]],
+        end_raised: Callable[[int, BaseException], None],
+        fields: Callable[[object], tuple[bytes, int, int]],
+        slow: Callable[..., Any],
+    ) -> Callable[..., Any]: ...
+
+class Op:
+    """A queue operation that records its BEGIN and END events."""
+
+    __wrapped__: Callable[..., Any]
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+def fast_payload(obj: object, /) -> tuple[bytes, int, int] | None: ...
+
+class Trampoline:
+    """A queue operation that hands its calls to ``current()``."""
+
+    def __init__(self, current: Callable[[], Callable[..., Any]]) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...

@@ -1,0 +1,292 @@
+"""The event recorder: the C module (``_fastrec``) and the pure-Python code write the
+same records, byte for byte, and both hand over to a forked child's recorder."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from mpfault import Harness
+from mpfault._runtime import events
+from mpfault._runtime import state as st
+from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, read_events
+
+fastrec = events._fastrec
+needs_c = pytest.mark.skipif(fastrec is None, reason="the C recorder is not built here")
+PURE = os.environ.get(events.PURE_ENV, "") not in ("", "0")
+
+
+class Boom:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class MyInt(int):
+    pass
+
+
+class MyStr(str):
+    pass
+
+
+def corpus() -> list[object]:
+    """Items of every shape the formatting distinguishes."""
+    rnd = random.Random(20261128)
+    items: list[object] = [
+        0, 1, -1, 7, 2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 10**19, -(10**19), 10**20,
+        10**20 - 1, 10**40, 10**5000, True, False, None, 1.5, float("nan"), MyInt(5),
+        MyStr("x"), Boom(), (1, "a"), [None], {"k": b"v"}, bytearray(b"ab"), object,
+    ]  # fmt: skip
+    for n in (0, 1, 39, 40, 41, 63, 64, 65, 100, 10240):
+        items += [b"x" * n, "x" * n, b"'" * n, "'" * n, b"\\" * n, "\u00e9" * n, b"\0" * n]
+        items += ["a" * max(n - 1, 0) + "\n", "\u00e9" + "a" * n, "a" * n + "\u00e9"]
+        items += [b"a" * max(n - 1, 0) + b"\xff", b'"' * n, '"' * n, "'\"" * n]
+    for _ in range(300):
+        n = rnd.choice([0, 5, 40, 41, 64, 65, 70, 500])
+        raw = bytes(rnd.choice(b"ab'\"\\\x00\x7f\x7e\x20\x1f\xe9z09") for _ in range(n))
+        items += [raw, raw.decode("latin-1"), rnd.randrange(-(10**25), 10**25)]
+    return items
+
+
+@needs_c
+def test_the_c_payload_is_the_python_payload() -> None:
+    assert fastrec is not None
+    done = 0
+    for obj in corpus():
+        fast = fastrec.fast_payload(obj)
+        if fast is not None:
+            done += 1
+            assert fast == _item_payload(obj), repr(obj)
+    assert done > 100  # ints in range, None, plain str and bytes
+
+
+def test_the_c_module_is_built_here() -> None:
+    """An install without it still works (in pure Python, slower): say so loudly
+    where a compiler is known to be there, as on the CI machines."""
+    if PURE:
+        pytest.skip(f"{events.PURE_ENV} is set")
+    assert fastrec is not None, "mpfault._runtime._fastrec did not build (see setup.py)"
+
+
+class ListQueue:
+    """A queue with the API of one and no process behind it."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def put(self, obj: object, block: bool = True, timeout: float | None = None) -> None:
+        self.items.append(obj)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
+        return self.items.pop(0)
+
+
+def _records(path: str) -> Iterator[tuple[bytes, bytes]]:
+    """Each record of a log file, as (fixed part with the time zeroed, the rest)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    off = events.HEADER_SIZE
+    size = events._REC_SIZE
+    while off + size <= len(data):
+        (length,) = struct.unpack_from("<I", data, off)
+        if length == 0:
+            return
+        rec = data[off : off + length]
+        yield rec[: events._TS_AT] + bytes(8) + rec[events._TS_AT + 8 : size], rec[size:]
+        off += length
+
+
+def _wrapped(rec: Recorder, lq: ListQueue, op: str) -> Callable[..., Any]:
+    def current() -> Callable[..., Any]:
+        raise AssertionError("no fork here")
+
+    return rec.wrap("jobs", OP_CODES[op], getattr(lq, op), op == "put", st, st._generation, current)
+
+
+def _exercise(rec: Recorder) -> list[object]:
+    """Put and get the corpus, one keyword put, one get that raises; return what
+    the gets returned."""
+    lq = ListQueue()
+    put = _wrapped(rec, lq, "put")
+    get = _wrapped(rec, lq, "get")
+    items = corpus()
+    for obj in items:
+        put(obj)
+    put(obj="by keyword")
+    put(b"with args", True, None)
+    got = [get() for _ in range(len(items) + 2)]
+    assert got[-1] == b"with args"
+    with pytest.raises(IndexError):
+        get(timeout=0.1)
+    rec.mark("return", "", "done")
+    return got
+
+
+def _recorder(path: str, accelerated: bool, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    if not accelerated:
+        monkeypatch.setattr(events, "_fastrec", None)
+    rec = Recorder(path, "p", 4242)
+    monkeypatch.undo()
+    assert rec.accelerated is accelerated
+    return rec
+
+
+@needs_c
+def test_c_and_python_write_the_same_records(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logs = {}
+    for accelerated in (True, False):
+        rec = _recorder(str(tmp_path / str(accelerated)), accelerated, monkeypatch)
+        _exercise(rec)
+        assert rec.seq == len(corpus()) * 2 + 5
+        rec.close()
+        logs[accelerated] = list(_records(rec.path))
+    assert len(logs[True]) == len(logs[False]) == 4 * (len(corpus()) + 2) + 3
+    for i, (c, py) in enumerate(zip(logs[True], logs[False], strict=True)):
+        assert c == py, f"record {i} differs"
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+def test_the_history_reads_what_was_written(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerated: bool
+) -> None:
+    if accelerated and fastrec is None:
+        pytest.skip("the C recorder is not built here")
+    rec = _recorder(str(tmp_path), accelerated, monkeypatch)
+    got = _exercise(rec)
+    evs, marks, _ = read_events(str(tmp_path))
+    n = len(corpus()) + 2
+    puts = [e for e in evs if e.op == "put"]
+    gets = [e for e in evs if e.op == "get"]
+    assert len(puts) == n
+    assert len(gets) == n + 1
+    assert [e.key for e in puts] == [e.result_key for e in gets[:n]]
+    assert [e.seq for e in evs] == sorted(e.seq for e in evs)
+    assert puts[0].item == "0"
+    assert puts[0].key == "int:0"
+    assert puts[0].outcome == "ok"
+    assert gets[-1].outcome == "raised"
+    assert gets[-1].exc == "IndexError"
+    assert gets[0].result == "0"
+    assert got[0] == 0
+    assert puts[-2].item == "'by keyword'"
+    assert [m.kind for m in marks] == ["return"]
+    assert all(e.end is not None and e.start <= e.end for e in evs)
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+def test_the_log_grows(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerated: bool) -> None:
+    if accelerated and fastrec is None:
+        pytest.skip("the C recorder is not built here")
+    rec = _recorder(str(tmp_path), accelerated, monkeypatch)
+    put = _wrapped(rec, ListQueue(), "put")
+    item = "y" * 100
+    for i in range(20_000):  # ~190 bytes a put: 4 MB, from a 1 MB mapping
+        put(f"{i:05d}{item}")
+    rec.close()
+    assert os.path.getsize(rec.path) >= 4 << 20
+    evs, _, _ = read_events(str(tmp_path))
+    assert len(evs) == 20_000
+    assert evs[-1].item is not None
+    assert evs[-1].item.startswith("'19999yyy")
+
+
+@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
+def test_a_closed_recorder_refuses_to_record(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerated: bool
+) -> None:
+    if accelerated and fastrec is None:
+        pytest.skip("the C recorder is not built here")
+    rec = _recorder(str(tmp_path), accelerated, monkeypatch)
+    lq = ListQueue()
+    put = _wrapped(rec, lq, "put")
+    put(1)
+    rec2 = _recorder(str(tmp_path / "2"), accelerated, monkeypatch)
+
+    def close_then_fail() -> None:
+        rec2.close()
+        raise KeyError("queue's own error")
+
+    get = rec2.wrap("jobs", OP_CODES["get"], close_then_fail, False, st, st._generation, list)
+    with pytest.raises(ValueError) as info:  # the END could not be written ...
+        get()
+    chain = []
+    e: BaseException | None = info.value
+    while e is not None:
+        chain.append(e)
+        e = e.__context__
+    assert isinstance(chain[-1], KeyError)  # ... of the call that raised
+    rec.close()
+    with pytest.raises(ValueError):
+        put(2)
+    assert lq.items == [1]  # nothing happens unrecorded
+
+
+def _put_with(name: str, x: int) -> int:
+    HELD[name](x)
+    return os.getpid()
+
+
+HELD: dict[str, Callable[..., Any]] = {}
+
+
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_a_forked_child_records_in_its_own_log(mpfault: Harness) -> None:
+    """The operation objects of the parent (kept in a variable before or after the
+    first call) hand over to the child's recorder."""
+    q = mpfault.queue()
+    HELD["before"] = q.put  # before any call: the trampoline
+    q.put(1)
+    HELD["after"] = q.put  # after: this process's recording operation
+    q.put(2)
+    pids = [mpfault.spawn(_put_with, name, x, name=f"child-{name}").result(timeout=60)
+            for name, x in (("before", 3), ("after", 4))]  # fmt: skip
+    assert [q.get(timeout=60) for _ in range(4)] == [1, 2, 3, 4]
+    by_item = {e.item: e for e in mpfault.history.events if e.op == "put"}
+    assert by_item["1"].pid == by_item["2"].pid == os.getpid()
+    assert (by_item["3"].pid, by_item["3"].process) == (pids[0], "child-before")
+    assert (by_item["4"].pid, by_item["4"].process) == (pids[1], "child-after")
+    mpfault.history.assert_no_loss()
+
+
+PURE_RUN = """
+from mpfault import ChildError, faults
+from mpfault._runtime import events
+import pytest
+
+def put_with_acks(q, acks, n):
+    for i in range(n):
+        q.put(i)
+        assert acks.get(timeout=60) == i
+
+def test_pure(mpfault):
+    assert events._fastrec is None
+    q = mpfault.queue(faults=[faults.kill(when="after", op="put", nth=3, who="producer")])
+    acks = mpfault.queue()
+    p = mpfault.spawn(put_with_acks, q, acks, 5, name="producer")
+    for i in range(2):
+        assert q.get(timeout=60) == i
+        acks.put(i)
+    with pytest.raises(ChildError, match="killed by SIGKILL"):
+        p.result(timeout=60)
+    assert [i.value for i in mpfault.history.lost()] == ["2"]
+    assert [e.item for e in mpfault.history.events if e.op == "put" and e.queue == "q1"] == [
+        "0", "1", "2"
+    ]
+"""
+
+
+def test_pure_python_recording_end_to_end(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MPFAULT_PURE_PYTHON set, parent and children record in Python."""
+    monkeypatch.setenv(events.PURE_ENV, "1")
+    pytester.makepyfile(test_pure=PURE_RUN)
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    res.assert_outcomes(passed=3)

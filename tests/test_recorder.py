@@ -46,6 +46,11 @@ def corpus() -> list[object]:
         items += [b"x" * n, "x" * n, b"'" * n, "'" * n, b"\\" * n, "\u00e9" * n, b"\0" * n]
         items += ["a" * max(n - 1, 0) + "\n", "\u00e9" + "a" * n, "a" * n + "\u00e9"]
         items += [b"a" * max(n - 1, 0) + b"\xff", b'"' * n, '"' * n, "'\"" * n]
+    for pos in range(80):  # one character a repr escapes, anywhere in the head or the tail
+        for bad in (b"\x1f", b"\x7f", b"'", b"\\", b"\x80", b"\xff", b"\x00"):
+            raw = b"a" * pos + bad + b"b" * (79 - pos)
+            items += [raw, raw.decode("latin-1")]
+        items += [b"~ " * 40, "~ " * 40]  # the bounds of printable ASCII
     for _ in range(300):
         n = rnd.choice([0, 5, 40, 41, 64, 65, 70, 500])
         raw = bytes(rnd.choice(b"ab'\"\\\x00\x7f\x7e\x20\x1f\xe9z09") for _ in range(n))
@@ -62,7 +67,7 @@ def test_the_c_payload_is_the_python_payload() -> None:
         if fast is not None:
             done += 1
             assert fast == _item_payload(obj), repr(obj)
-    assert done > 100  # ints in range, None, plain str and bytes
+    assert done > 300  # ints in range, None, plain str and bytes
 
 
 def test_the_c_module_is_built_here() -> None:

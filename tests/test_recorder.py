@@ -14,7 +14,8 @@ import pytest
 from mpfault import Harness
 from mpfault._runtime import events
 from mpfault._runtime import state as st
-from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, read_events
+from mpfault._runtime.events import OP_CODES, Recorder, _item_payload
+from mpfault._runtime.reader import read_events
 
 fastrec = events._fastrec
 needs_c = pytest.mark.skipif(fastrec is None, reason="the C recorder is not built here")
@@ -295,3 +296,50 @@ def test_pure_python_recording_end_to_end(
     pytester.makepyfile(test_pure=PURE_RUN)
     res = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     res.assert_outcomes(passed=3)
+
+
+LIGHT_CHILD = r"""
+import sys, tempfile, multiprocessing
+before = set(sys.modules)
+from mpfault._runtime.fqueue import FaultQueue
+from mpfault._runtime.state import RunInfo
+
+class ListQueue:
+    def __init__(self): self.items = []
+    def put(self, x, block=True, timeout=None): self.items.append(x)
+    def get(self, block=True, timeout=None): return self.items.pop()
+
+q = FaultQueue(ListQueue(), (), "q", RunInfo(tempfile.mkdtemp(), 1, -1))
+q.put(1)
+assert q.get() == 1
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_process_that_only_records_imports_little() -> None:
+    """What a spawn child that puts and gets loads beyond multiprocessing: no fault
+    grammar, no reader, none of the modules that only faults, gates or reading need
+    (each is milliseconds of start-up in every spawn child)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", LIGHT_CHILD], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "mpfault._runtime.events" in out
+    heavy = {"dataclasses", "json", "hashlib", "socket", "random", "decimal", "ast", "pytest"}
+    heavy |= {"mpfault._runtime.faults", "mpfault._runtime.reader", "mpfault._harness"}
+    assert not heavy & set(out), sorted(heavy & set(out))
+
+
+def test_the_header_is_json() -> None:
+    import json
+
+    for name in ["producer-1", 'q"uote\\', "tab\tnew\nline\x7f", "é€😀", "\ud800"]:
+        assert json.loads(events._header(7, name)) == {"pid": 7, "process": name}
+
+
+def test_put_ops_agree() -> None:
+    from mpfault._runtime import faults, fqueue
+
+    assert fqueue.PUT_OPS == faults.PUT_OPS

@@ -23,13 +23,11 @@ from mpfault._runtime.events import (
     OP_CODES,
     OUT_OK,
     OUT_RAISED,
-    Event,
-    Mark,
     Recorder,
     item_key,
-    read_events,
     short_repr,
 )
+from mpfault._runtime.reader import Event, Mark, read_events
 from mpfault._timeline import (
     ProcessInfo,
     TimelineInput,

@@ -21,7 +21,7 @@ _EXPORTS: dict[str, str] = {
     "Arrival": "._harness",
     "Child": "._harness",
     "ChildError": "._errors",
-    "Event": "._runtime.events",
+    "Event": "._runtime.reader",
     "Fault": "._runtime.faults",
     "FaultQueue": "._runtime.fqueue",
     "FaultSpecError": "._runtime.faults",
@@ -31,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "History": "._history",
     "HistoryError": "._history",
     "Item": "._history",
-    "Mark": "._runtime.events",
+    "Mark": "._runtime.reader",
     "MpfaultError": "._errors",
     "SpawnError": "._errors",
     "TimingError": "._timing",
@@ -73,11 +73,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._history import History as History
     from ._history import HistoryError as HistoryError
     from ._history import Item as Item
-    from ._runtime.events import Event as Event
-    from ._runtime.events import Mark as Mark
     from ._runtime.faults import Fault as Fault
     from ._runtime.faults import FaultSpecError as FaultSpecError
     from ._runtime.fqueue import FaultQueue as FaultQueue
+    from ._runtime.reader import Event as Event
+    from ._runtime.reader import Mark as Mark
     from ._timing import TimingError as TimingError
     from ._timing import expect_immediate as expect_immediate
     from ._timing import expect_timeout as expect_timeout

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._runtime.events import Event, Mark, read_events
+from ._runtime.reader import Event, Mark, read_events
 
 __all__ = ["History", "HistoryError", "Item"]
 

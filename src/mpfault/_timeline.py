@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mpfault._runtime.events import Event, Mark
+from mpfault._runtime.reader import Event, Mark
 
 __all__ = [
     "ProcessInfo",

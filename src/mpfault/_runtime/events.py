@@ -28,25 +28,19 @@ from __future__ import annotations
 import errno
 import functools
 import itertools
-import json
 import mmap
 import os
 import struct
 import sys
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
     "OPS",
-    "Event",
-    "Mark",
     "Recorder",
     "item_key",
-    "read_events",
     "short_repr",
 ]
 
@@ -112,6 +106,8 @@ def _repr_simple(obj: Any) -> str:
         return repr(obj)
     except ValueError:
         n = obj.bit_length()
+        import zlib
+
         digest = zlib.crc32(obj.to_bytes((n + 8) // 8, "little", signed=True))
         return f"<int of {n} bits, crc32 {digest:08x}>"
 
@@ -309,6 +305,34 @@ def _load_fastrec() -> Any:
 _fastrec = _load_fastrec()
 
 
+def _json_str(s: str) -> str:
+    """``json.dumps(s)`` (without importing json: a recording process needs only this)."""
+    out = ['"']
+    for ch in s:
+        if ch == '"' or ch == "\\":
+            out.append("\\" + ch)
+        elif ch < " " or ch > "\x7e":
+            out.extend(f"\\u{u:04x}" for u in _utf16(ch))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _utf16(ch: str) -> tuple[int, ...]:
+    """The UTF-16 code units of one character (a surrogate pair above U+FFFF)."""
+    c = ord(ch)
+    if c < 0x10000:
+        return (c,)
+    c -= 0x10000
+    return (0xD800 + (c >> 10), 0xDC00 + (c & 0x3FF))
+
+
+def _header(pid: int, process: str) -> bytes:
+    """A log file's JSON header."""
+    return f'{{"pid": {pid}, "process": {_json_str(process)}}}'.encode()
+
+
 def _reserve(fd: int, offset: int, length: int) -> None:
     """Extend the log file to ``offset + length`` bytes, with the disk space allocated:
     a full disk is then an ``OSError`` here, not a SIGBUS at a write into the mapping
@@ -342,9 +366,9 @@ class Recorder:
         self.path = os.path.join(directory, f"{self.pid}.ev")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         _reserve(self._fd, 0, _INITIAL_SIZE)
-        header = json.dumps({"pid": self.pid, "process": process}).encode()
+        header = _header(self.pid, process)
         if len(header) > HEADER_SIZE - 12:
-            header = json.dumps({"pid": self.pid, "process": process[:200]}).encode()
+            header = _header(self.pid, process[:200])
         os.pwrite(self._fd, MAGIC + struct.pack("<I", len(header)) + header, 0)
         self._lock = threading.Lock()
         #: the log in C (``_fastrec``), or None: the mapping below, in Python
@@ -631,168 +655,3 @@ class Recorder:
                 self._mm.close()
         finally:
             os.close(self._fd)
-
-
-@dataclass(frozen=True)
-class Event:
-    """One queue operation, as recorded by the process that performed it.
-
-    ``end`` is None (and ``outcome`` is ``"pending"``) when the operation never
-    completed: its process died in it, or was still blocked in it.
-    """
-
-    process: str
-    pid: int
-    queue: str
-    op: str
-    seq: int
-    start: float
-    end: float | None
-    outcome: str
-    item: str | None = None
-    key: str | None = None
-    result: str | None = None
-    result_key: str | None = None
-    exc: str | None = None
-    fault: str | None = None
-    #: Index of the fault in the queue's plan, or -1.
-    fault_index: int = -1
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds between invocation and completion (None if pending)."""
-        return None if self.end is None else self.end - self.start
-
-    @property
-    def value(self) -> str | None:
-        """The item concerned: the item put for puts, the item got for gets."""
-        return self.item if self.op.startswith("put") else self.result
-
-
-@dataclass(frozen=True)
-class Mark:
-    """A process-level event: a fault that killed, paused or gated, a start or return."""
-
-    process: str
-    pid: int
-    kind: str
-    time: float
-    queue: str = ""
-    detail: str = ""
-    fault_index: int = -1
-
-
-@dataclass
-class _Pending:
-    begin_time: int
-    queue: str
-    op: str
-    item: str
-    key: str
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]]:
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < HEADER_SIZE or data[:8] != MAGIC:
-        return [], [], {}
-    (hlen,) = struct.unpack_from("<I", data, 8)
-    try:
-        header = json.loads(data[12 : 12 + hlen])
-    except ValueError:
-        return [], [], {}
-    pid = int(header["pid"])
-    process = str(header["process"])
-    off = HEADER_SIZE
-    begins: dict[int, _Pending] = {}
-    order: list[int] = []
-    events: list[Event] = []
-    marks: list[Mark] = []
-    plans: dict[str, list[str]] = {}
-    n = len(data)
-    while off + _REC_SIZE <= n:
-        (length, kind, op, outcome, fault, qlen, alen, blen, t_ns, seq) = _REC.unpack_from(
-            data, off
-        )
-        if length == 0 or off + length > n or kind not in (1, 2, 3):
-            break
-        p = off + _REC_SIZE
-        queue = data[p : p + qlen].decode("utf-8", "replace")
-        p += qlen
-        a = data[p : p + alen].decode("utf-8", "replace")
-        p += alen
-        b = data[p : p + blen].decode("utf-8", "replace")
-        off += length
-        if kind == KIND_BEGIN:
-            begins[seq] = _Pending(t_ns, queue, OPS[op], a, b)
-            order.append(seq)
-        elif kind == KIND_END:
-            pend = begins.get(seq)
-            if pend is not None:
-                pend.extra = {
-                    "end": t_ns,
-                    "outcome": OUTCOMES[outcome] if outcome < len(OUTCOMES) else "?",
-                    "fault": fault,
-                    "a": a,
-                    "b": b,
-                }
-        else:
-            kind_name = MARKS[op] if op < len(MARKS) else "?"
-            if kind_name == "plan":
-                try:
-                    plans[queue] = list(json.loads(a))
-                except ValueError:
-                    plans[queue] = []
-            marks.append(Mark(process, pid, kind_name, t_ns / 1e9, queue, a, fault))
-    for seq in order:
-        pend = begins[seq]
-        x = pend.extra
-        fault_index = int(x.get("fault", -1))
-        plan = plans.get(pend.queue, [])
-        fault_s = plan[fault_index] if 0 <= fault_index < len(plan) else None
-        outcome = str(x.get("outcome", "pending"))
-        events.append(
-            Event(
-                process=process,
-                pid=pid,
-                queue=pend.queue,
-                op=pend.op,
-                seq=seq,
-                start=pend.begin_time / 1e9,
-                end=(int(x["end"]) / 1e9) if "end" in x else None,
-                outcome=outcome,
-                item=pend.item or None,
-                key=pend.key or None,
-                result=(x["a"] or None) if outcome == "ok" else None,
-                result_key=(x["b"] or None) if outcome == "ok" else None,
-                exc=(x["b"] or None) if outcome == "raised" else None,
-                fault=fault_s,
-                fault_index=fault_index,
-            )
-        )
-    return events, marks, plans
-
-
-def read_events(directory: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]]:
-    """Read every process's log under ``directory``.
-
-    Returns the events sorted by start time, the marks sorted by time, and the
-    fault plan (as spec strings) of every queue that recorded one.
-    """
-    events: list[Event] = []
-    marks: list[Mark] = []
-    plans: dict[str, list[str]] = {}
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return [], [], {}
-    for name in names:
-        if name.endswith(".ev"):
-            ev, mk, pl = _read_file(os.path.join(directory, name))
-            events.extend(ev)
-            marks.extend(mk)
-            plans.update(pl)
-    events.sort(key=lambda e: (e.start, e.pid, e.seq))
-    marks.sort(key=lambda m: (m.time, m.pid))
-    return events, marks, plans

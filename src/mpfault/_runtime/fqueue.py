@@ -15,19 +15,20 @@ method.
 
 from __future__ import annotations
 
-import json
 import os
 import queue as _queue
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import events as _events
 from . import state as _st
 from .events import OP_CODES, OUT_OK, OUT_RAISED, item_key, short_repr
-from .faults import PUT_OPS, Fault
+
+if TYPE_CHECKING:  # a queue with no faults never loads the fault module
+    from .faults import Fault
 
 __all__ = ["FaultQueue"]
 
@@ -45,8 +46,19 @@ _QUEUE_OPS = (
     "task_done",
     "join",
 )
+#: the operations that take an item (``faults.PUT_OPS``)
+PUT_OPS = frozenset({"put", "put_nowait"})
 _NOTHING: Any = object()
 _PROCESS_ACTIONS = frozenset({"kill", "exit", "pause", "gate"})
+
+
+def _plan_json(plan: tuple[Fault, ...]) -> str:
+    """The plan as a JSON list of fault specs (the history's ``plan`` mark)."""
+    if not plan:
+        return "[]"
+    import json
+
+    return json.dumps([str(f) for f in plan])
 
 
 def _block_timeout(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
@@ -148,7 +160,7 @@ class FaultQueue:
             st = _st.get_state(self._run)
             self._st = st
             self._gen = _st._generation
-            st.recorder.mark("plan", self._name, json.dumps([str(f) for f in self._plan]))
+            st.recorder.mark("plan", self._name, _plan_json(self._plan))
         return st
 
     def _make(self, op: str) -> Callable[..., Any]:

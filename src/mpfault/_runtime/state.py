@@ -9,21 +9,24 @@ child by an at-fork hook, so the hot path never calls ``os.getpid()``.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import mmap
 import multiprocessing
 import os
-import random
 import signal
-import socket
 import struct
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple
 
 from .events import Recorder
+
+if TYPE_CHECKING:
+    import random
+
+# hashlib, json, random and socket are imported where they are used: a child that
+# only puts and gets (no probabilistic fault, no gate) never needs them, and a
+# spawn child pays for every module it imports.
 
 __all__ = [
     "GATES_DIR",
@@ -58,12 +61,13 @@ def generation() -> int:
 
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from ``parts`` (same in every process and run)."""
+    import hashlib
+
     h = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
     return int.from_bytes(h[:8], "little") >> 1
 
 
-@dataclass(frozen=True)
-class RunInfo:
+class RunInfo(NamedTuple):
     """What every process needs to know about the test a queue belongs to."""
 
     run_dir: str
@@ -127,6 +131,8 @@ class ProcessState:
     def counters(self, queue: str, slots: int) -> _Counters:
         c = self._counters.get(queue)
         if c is None:
+            import hashlib
+
             d = os.path.join(self.run.run_dir, "counters")
             os.makedirs(d, exist_ok=True)
             safe = hashlib.sha1(queue.encode()).hexdigest()[:16]
@@ -137,6 +143,8 @@ class ProcessState:
     def rng(self, queue: str, index: int) -> random.Random:
         r = self._rngs.get((queue, index))
         if r is None:
+            import random
+
             r = random.Random(
                 derive_seed(self.run.seed, self.run.test_id, queue, index, self.process)
             )
@@ -174,6 +182,9 @@ class ProcessState:
 
     def wait_gate(self, name: str) -> None:
         """Announce arrival at gate ``name`` and wait until the test releases it."""
+        import json
+        import socket
+
         gdir = os.path.join(self.run.run_dir, GATES_DIR)
         self._gate_seq += 1
         reply = os.path.join(gdir, f"r{self.pid}-{self._gate_seq}.sock")

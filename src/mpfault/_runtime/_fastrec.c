@@ -139,8 +139,19 @@ log_reserve(LogObject *log, size_t n)
     }
     /* Space allocated now: a full disk is an OSError here, not a SIGBUS at a write
      * into the mapping later.  ftruncate where the file system has no fallocate. */
-    if (fallocate(log->fd, 0, (off_t)log->size, (off_t)(nsize - log->size)) != 0) {
-        if ((errno != EOPNOTSUPP && errno != EINVAL) || ftruncate(log->fd, (off_t)nsize) != 0) {
+    int r;
+    do {
+        r = fallocate(log->fd, 0, (off_t)log->size, (off_t)(nsize - log->size));
+    } while (r != 0 && errno == EINTR);
+    if (r != 0) {
+        if (errno != EOPNOTSUPP && errno != EINVAL) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        do {
+            r = ftruncate(log->fd, (off_t)nsize);
+        } while (r != 0 && errno == EINTR);
+        if (r != 0) {
             PyErr_SetFromErrno(PyExc_OSError);
             return -1;
         }

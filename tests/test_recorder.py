@@ -343,3 +343,43 @@ def test_put_ops_agree() -> None:
     from mpfault._runtime import faults, fqueue
 
     assert fqueue.PUT_OPS == faults.PUT_OPS
+
+
+FULL_DISK = r"""
+import os, resource, signal, sys, tempfile
+from mpfault._runtime import events, state as st
+
+if sys.argv[1] == "python":
+    events._fastrec = None
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG, no signal
+resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
+rec = events.Recorder(tempfile.mkdtemp(), "p")
+assert rec.accelerated is (sys.argv[1] == "c")
+sink = []
+put = rec.wrap("q", events.OP_CODES["put"], sink.append, True, st, st._generation, list)
+item = "z" * 200
+try:
+    for i in range(100_000):  # ~300 bytes a put: the log outgrows 3 MiB
+        put(item)
+except OSError as e:
+    print("OSError", e.errno, len(sink))
+else:
+    print("no error")
+"""
+
+
+@pytest.mark.parametrize("impl", ["c", "python"])
+def test_a_log_that_cannot_grow_raises(impl: str) -> None:
+    """A full disk (here: a file size limit) is an OSError from the queue operation,
+    never a crash (SIGBUS, SIGXFSZ); what was recorded before stays."""
+    import errno
+    import subprocess
+    import sys
+
+    if impl == "c" and fastrec is None:
+        pytest.skip("the C recorder is not built here")
+    out = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, impl], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[:2] == ["OSError", str(errno.EFBIG)], out
+    assert 1000 < int(out[2]) < 100_000  # the puts before the limit went through

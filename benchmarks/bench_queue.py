@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rounds",
         type=int,
         default=0,
-        help="pairs of bursts (default 60, quick 10) or rounds per variant (default 15, quick 3)",
+        help="pairs of bursts (default 150, quick 10) or rounds per variant (default 15, quick 3)",
     )
     ap.add_argument("--small", type=int, default=0, help="small items per burst/round")
     ap.add_argument("--large", type=int, default=0, help="10 KB items per burst/round")
@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     ctx = multiprocessing.get_context(args.method)
     if args.mode == "bursts":
-        rounds = args.rounds or (10 if args.quick else 60)
-        sizes = {"small": args.small or 5_000, "10KB": args.large or 1_000}
+        rounds = args.rounds or (10 if args.quick else 150)
+        sizes = {"small": args.small or 3_000, "10KB": args.large or 1_000}
         unit = "burst"
     else:
         rounds = args.rounds or (3 if args.quick else 15)

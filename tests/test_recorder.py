@@ -142,6 +142,14 @@ def _recorder(path: str, accelerated: bool, monkeypatch: pytest.MonkeyPatch) -> 
     return rec
 
 
+@pytest.fixture(params=["c", "python"])
+def accelerated(request: pytest.FixtureRequest) -> bool:
+    """Each recorder: the C module (skipped where it is not built) and pure Python."""
+    if request.param == "c" and fastrec is None:
+        pytest.skip("the C recorder is not built here")
+    return bool(request.param == "c")
+
+
 @needs_c
 def test_c_and_python_write_the_same_records(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
@@ -158,12 +166,9 @@ def test_c_and_python_write_the_same_records(
         assert c == py, f"record {i} differs"
 
 
-@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
 def test_the_history_reads_what_was_written(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerated: bool
 ) -> None:
-    if accelerated and fastrec is None:
-        pytest.skip("the C recorder is not built here")
     rec = _recorder(str(tmp_path), accelerated, monkeypatch)
     got = _exercise(rec)
     evs, marks, _ = read_events(str(tmp_path))
@@ -186,10 +191,7 @@ def test_the_history_reads_what_was_written(
     assert all(e.end is not None and e.start <= e.end for e in evs)
 
 
-@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
 def test_the_log_grows(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerated: bool) -> None:
-    if accelerated and fastrec is None:
-        pytest.skip("the C recorder is not built here")
     rec = _recorder(str(tmp_path), accelerated, monkeypatch)
     put = _wrapped(rec, ListQueue(), "put")
     item = "y" * 100
@@ -203,12 +205,9 @@ def test_the_log_grows(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerat
     assert evs[-1].item.startswith("'19999yyy")
 
 
-@pytest.mark.parametrize("accelerated", [True, False], ids=["c", "python"])
 def test_a_closed_recorder_refuses_to_record(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, accelerated: bool
 ) -> None:
-    if accelerated and fastrec is None:
-        pytest.skip("the C recorder is not built here")
     rec = _recorder(str(tmp_path), accelerated, monkeypatch)
     lq = ListQueue()
     put = _wrapped(rec, lq, "put")
@@ -368,16 +367,14 @@ else:
 """
 
 
-@pytest.mark.parametrize("impl", ["c", "python"])
-def test_a_log_that_cannot_grow_raises(impl: str) -> None:
+def test_a_log_that_cannot_grow_raises(accelerated: bool) -> None:
     """A full disk (here: a file size limit) is an OSError from the queue operation,
     never a crash (SIGBUS, SIGXFSZ); what was recorded before stays."""
     import errno
     import subprocess
     import sys
 
-    if impl == "c" and fastrec is None:
-        pytest.skip("the C recorder is not built here")
+    impl = "c" if accelerated else "python"
     out = subprocess.run(
         [sys.executable, "-c", FULL_DISK, impl], capture_output=True, text=True, check=True
     ).stdout.split()

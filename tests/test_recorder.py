@@ -380,3 +380,16 @@ def test_a_log_that_cannot_grow_raises(accelerated: bool) -> None:
     ).stdout.split()
     assert out[:2] == ["OSError", str(errno.EFBIG)], out
     assert 1000 < int(out[2]) < 100_000  # the puts before the limit went through
+
+
+def test_operations_show_the_queue_s_signature(mpfault: Harness) -> None:
+    import inspect
+
+    q = mpfault.queue(faults=["get#9:drop"])
+    want = inspect.signature(q.wrapped.put)
+    assert inspect.signature(q.get) == inspect.signature(q.wrapped.get)  # the fault path
+    assert inspect.signature(q.put) == want  # before the first call
+    q.put(1)
+    assert inspect.signature(q.put) == want  # the recording operation
+    assert q.put.__name__ == "put"
+    assert q.get(timeout=60) == 1

@@ -178,6 +178,7 @@ class FaultQueue:
 
             faulty.__name__ = op
             faulty.__doc__ = getattr(raw, "__doc__", None)
+            faulty.__wrapped__ = raw  # type: ignore[attr-defined]
             return faulty
 
         # No fault for this operation: the fast path.  The recorder of this
@@ -199,6 +200,8 @@ class FaultQueue:
             fn.__name__ = op
             fn.__qualname__ = "FaultQueue._make.<locals>." + ("put" if is_put else "call")
             fn.__doc__ = getattr(raw, "__doc__", None)
+            if not hasattr(fn, "__wrapped__"):  # the C operation has its own
+                fn.__wrapped__ = raw  # type: ignore[attr-defined]
             made[:] = [gen, fn]
             self.__dict__[op] = fn
             return fn
@@ -208,6 +211,7 @@ class FaultQueue:
             tramp: Any = fastrec.Trampoline(current)
             tramp.__name__ = op
             tramp.__doc__ = getattr(raw, "__doc__", None)
+            tramp.__wrapped__ = raw  # inspect.signature(q.put): the queue's own
             return tramp  # type: ignore[no-any-return]
 
         if is_put:
@@ -217,6 +221,7 @@ class FaultQueue:
 
             put.__name__ = op
             put.__doc__ = getattr(raw, "__doc__", None)
+            put.__wrapped__ = raw  # type: ignore[attr-defined]
             return put
 
         def call(*args: Any, **kwargs: Any) -> Any:
@@ -224,6 +229,7 @@ class FaultQueue:
 
         call.__name__ = op
         call.__doc__ = getattr(raw, "__doc__", None)
+        call.__wrapped__ = raw  # type: ignore[attr-defined]
         return call
 
     # -- faults -----------------------------------------------------------------------

@@ -169,6 +169,15 @@ log_reserve(LogObject *log, size_t n)
     return 0;
 }
 
+/* Store a record's length, after everything else of it: a release fence, then a
+ * plain copy (records are not aligned: an atomic store could fault on some CPUs). */
+static inline void
+publish(char *p, uint32_t length)
+{
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    memcpy(p, &length, 4);
+}
+
 static inline void
 put_u16(char *p, unsigned v)
 {
@@ -210,7 +219,7 @@ log_record(LogObject *log, int kind, int op, int outcome, PyObject *qb, const ch
         memcpy(p + REC_SIZE + lq, payload, (size_t)(la + lb));
     }
     uint32_t len32 = (uint32_t)length;
-    __atomic_store_n((uint32_t *)(void *)p, len32, __ATOMIC_RELEASE);
+    publish(p, len32);
     return 0;
 }
 
@@ -279,7 +288,7 @@ Log_write(LogObject *self, PyObject *arg)
     memcpy(p + 4, d + 4, (size_t)view.len - 4);
     uint32_t len32;
     memcpy(&len32, d, 4);
-    __atomic_store_n((uint32_t *)(void *)p, len32, __ATOMIC_RELEASE);
+    publish(p, len32);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 }

@@ -14,7 +14,7 @@ import pytest
 from mpfault import Harness
 from mpfault._runtime import events
 from mpfault._runtime import state as st
-from mpfault._runtime.events import OP_CODES, Recorder, _item_payload
+from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, item_key, short_repr
 from mpfault._runtime.reader import read_events
 
 fastrec = events._fastrec
@@ -178,6 +178,10 @@ def test_the_history_reads_what_was_written(
     assert len(puts) == n
     assert len(gets) == n + 1
     assert [e.key for e in puts] == [e.result_key for e in gets[:n]]
+    items = corpus()  # what the reader rebuilds is what short_repr and item_key give
+    assert [(e.item, e.key) for e in puts[: len(items)]] == [
+        (short_repr(x), item_key(x)) for x in items
+    ]
     assert [e.seq for e in evs] == sorted(e.seq for e in evs)
     assert puts[0].item == "0"
     assert puts[0].key == "int:0"

@@ -54,6 +54,9 @@
 #define KIND_END 2
 #define OUT_PENDING 0
 #define OUT_OK 1
+/* record flags (events.KEY_*): the key is stored short, the reader rebuilds it */
+#define KEY_INT 1
+#define KEY_TAIL 2
 /* events._MAX: the head of a long str/bytes shown in its short repr */
 #define HEAD 40
 #define TAIL 32
@@ -188,8 +191,8 @@ put_u16(char *p, unsigned v)
 /* Append one record: the fixed part, the queue's name, then payload (la + lb
  * bytes: the fields a and b).  The length goes in last. */
 static int
-log_record(LogObject *log, int kind, int op, int outcome, PyObject *qb, const char *payload,
-           Py_ssize_t la, Py_ssize_t lb, unsigned long long seq)
+log_record(LogObject *log, int kind, int op, int outcome, int flags, PyObject *qb,
+           const char *payload, Py_ssize_t la, Py_ssize_t lb, unsigned long long seq)
 {
     Py_ssize_t lq = PyBytes_GET_SIZE(qb);
     size_t length = REC_SIZE + (size_t)lq + (size_t)la + (size_t)lb;
@@ -206,7 +209,7 @@ log_record(LogObject *log, int kind, int op, int outcome, PyObject *qb, const ch
     p[4] = (char)kind;
     p[5] = (char)op;
     p[6] = (char)outcome;
-    p[7] = 0;
+    p[7] = (char)flags;
     memcpy(p + 8, &fault, 2);
     put_u16(p + 10, (unsigned)lq);
     put_u16(p + 12, (unsigned)la);
@@ -455,7 +458,7 @@ put_quoted(char *p, int is_bytes, const char *s, Py_ssize_t n)
  * Returns 1 with the payload in buf, 0 if not plain. */
 static int
 text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *la,
-             Py_ssize_t *lb)
+             Py_ssize_t *lb, int *flags)
 {
     const char *tname = is_bytes ? "bytes:" : "str:";
     Py_ssize_t ltname = is_bytes ? 6 : 4;
@@ -480,16 +483,13 @@ text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *l
     p = put_int(p, (long long)n);
     *p++ = ')';
     *la = p - buf;
-    p = put_mem(p, tname, ltname);
     if (n <= HEAD + TAIL - 8) { /* n <= 64: the key is the whole text */
+        p = put_mem(p, tname, ltname);
         p = put_quoted(p, is_bytes, s, n);
     }
-    else {
-        p = put_int(p, (long long)n);
-        *p++ = ':';
-        p = put_quoted(p, is_bytes, s, TAIL);
-        *p++ = ':';
-        p = put_quoted(p, is_bytes, tail, TAIL);
+    else { /* the key is rebuilt from the short repr and the tail */
+        p = put_mem(p, tail, TAIL);
+        *flags = KEY_TAIL;
     }
     *lb = p - buf - *la;
     return 1;
@@ -498,8 +498,9 @@ text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *l
 /* The payload of obj (events._item_payload) for the common types.
  * Returns 1 (done, in buf), 0 (ask Python), -1 (error). */
 static int
-fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
+fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb, int *flags)
 {
+    *flags = 0;
     if (PyLong_CheckExact(obj)) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
@@ -511,9 +512,8 @@ fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
         }
         char *p = put_int(buf, v);
         *la = p - buf;
-        p = put_mem(p, "int:", 4);
-        p = put_mem(p, buf, *la);
-        *lb = p - buf - *la;
+        *lb = 0; /* the key, "int:" and the digits, is rebuilt by the reader */
+        *flags = KEY_INT;
         return 1;
     }
     if (obj == Py_None) {
@@ -523,7 +523,8 @@ fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
         return 1;
     }
     if (PyBytes_CheckExact(obj)) {
-        return text_payload(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj), 1, buf, la, lb);
+        return text_payload(PyBytes_AS_STRING(obj), PyBytes_GET_SIZE(obj), 1, buf, la, lb,
+                            flags);
     }
     if (PyUnicode_CheckExact(obj)) {
 #if PY_VERSION_HEX < 0x030C0000
@@ -535,7 +536,7 @@ fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
             return 0;
         }
         return text_payload((const char *)PyUnicode_1BYTE_DATA(obj), PyUnicode_GET_LENGTH(obj), 0,
-                            buf, la, lb);
+                            buf, la, lb, flags);
     }
     return 0;
 }
@@ -608,9 +609,9 @@ op_raised(OpObject *self, unsigned long long seq)
 /* The payload of obj, in buf or in *held (a bytes object the caller releases). */
 static int
 op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ssize_t *la,
-           Py_ssize_t *lb, PyObject **held)
+           Py_ssize_t *lb, int *flags, PyObject **held)
 {
-    int r = fast_payload(obj, buf, la, lb);
+    int r = fast_payload(obj, buf, la, lb, flags);
     if (r < 0) {
         return -1;
     }
@@ -622,23 +623,25 @@ op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ss
     if (t == NULL) {
         return -1;
     }
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 3 ||
+    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4 ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0))) {
         Py_DECREF(t);
-        PyErr_SetString(PyExc_TypeError, "_item_payload must return (bytes, int, int)");
+        PyErr_SetString(PyExc_TypeError, "_item_payload must return (bytes, int, int, int)");
         return -1;
     }
     PyObject *p = PyTuple_GET_ITEM(t, 0);
     *la = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 1));
     *lb = PyLong_AsSsize_t(PyTuple_GET_ITEM(t, 2));
+    long f = PyLong_AsLong(PyTuple_GET_ITEM(t, 3));
     if (PyErr_Occurred() || *la < 0 || *lb < 0 || *la > 65535 || *lb > 65535 ||
-        *la + *lb != PyBytes_GET_SIZE(p)) {
+        *la + *lb != PyBytes_GET_SIZE(p) || f < 0 || f > 255) {
         Py_DECREF(t);
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "_item_payload: inconsistent field lengths");
+            PyErr_SetString(PyExc_ValueError, "_item_payload: inconsistent fields");
         }
         return -1;
     }
+    *flags = (int)f;
     Py_INCREF(p);
     Py_DECREF(t);
     *held = p;
@@ -682,6 +685,7 @@ record:;
     char buf[FAST_CAP];
     const char *payload = NULL;
     Py_ssize_t la = 0, lb = 0;
+    int flags = 0;
     PyObject *held = NULL;
     unsigned long long seq;
     PyObject *res;
@@ -689,11 +693,12 @@ record:;
         if (nargs < 1) { /* put(obj=...) and the like */
             return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
         }
-        if (op_payload(self, args[0], buf, &payload, &la, &lb, &held) < 0) {
+        if (op_payload(self, args[0], buf, &payload, &la, &lb, &flags, &held) < 0) {
             return NULL;
         }
         seq = ++log->seq;
-        int w = log_record(log, KIND_BEGIN, self->op, OUT_PENDING, self->qb, payload, la, lb, seq);
+        int w = log_record(log, KIND_BEGIN, self->op, OUT_PENDING, flags, self->qb, payload, la,
+                           lb, seq);
         Py_XDECREF(held);
         if (w < 0) {
             return NULL;
@@ -702,22 +707,22 @@ record:;
         if (res == NULL) {
             return op_raised(self, seq);
         }
-        if (log_record(log, KIND_END, self->op, OUT_OK, self->qb, NULL, 0, 0, seq) < 0) {
+        if (log_record(log, KIND_END, self->op, OUT_OK, 0, self->qb, NULL, 0, 0, seq) < 0) {
             Py_DECREF(res);
             return NULL;
         }
         return res;
     }
     seq = ++log->seq;
-    if (log_record(log, KIND_BEGIN, self->op, OUT_PENDING, self->qb, NULL, 0, 0, seq) < 0) {
+    if (log_record(log, KIND_BEGIN, self->op, OUT_PENDING, 0, self->qb, NULL, 0, 0, seq) < 0) {
         return NULL;
     }
     res = PyObject_Vectorcall(self->call, args, nargsf, kwnames);
     if (res == NULL) {
         return op_raised(self, seq);
     }
-    if (op_payload(self, res, buf, &payload, &la, &lb, &held) < 0 ||
-        log_record(log, KIND_END, self->op, OUT_OK, self->qb, payload, la, lb, seq) < 0) {
+    if (op_payload(self, res, buf, &payload, &la, &lb, &flags, &held) < 0 ||
+        log_record(log, KIND_END, self->op, OUT_OK, flags, self->qb, payload, la, lb, seq) < 0) {
         Py_XDECREF(held);
         Py_DECREF(res);
         return NULL;
@@ -948,19 +953,20 @@ fast_payload_py(PyObject *Py_UNUSED(module), PyObject *obj)
 {
     char buf[FAST_CAP];
     Py_ssize_t la = 0, lb = 0;
-    int r = fast_payload(obj, buf, &la, &lb);
+    int flags = 0;
+    int r = fast_payload(obj, buf, &la, &lb, &flags);
     if (r < 0) {
         return NULL;
     }
     if (r == 0) {
         Py_RETURN_NONE;
     }
-    return Py_BuildValue("(y#nn)", buf, la + lb, la, lb);
+    return Py_BuildValue("(y#nni)", buf, la + lb, la, lb, flags);
 }
 
 static PyMethodDef module_methods[] = {
     {"fast_payload", fast_payload_py, METH_O,
-     "fast_payload(obj)\n--\n\n(payload, la, lb) as events._item_payload gives it, for the "
+     "fast_payload(obj)\n--\n\n(payload, la, lb, flags) as events._item_payload gives it, for the "
      "items formatted in C; None for the others."},
     {NULL, NULL, 0, NULL},
 };

@@ -24,7 +24,7 @@ class Log:
         has_item: bool,
         current: Callable[[], Callable[..., Any]],
         end_raised: Callable[[int, BaseException], None],
-        fields: Callable[[object], tuple[bytes, int, int]],
+        fields: Callable[[object], tuple[bytes, int, int, int]],
         slow: Callable[..., Any],
     ) -> Callable[..., Any]: ...
 
@@ -34,7 +34,7 @@ class Op:
     __wrapped__: Callable[..., Any]
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
 
-def fast_payload(obj: object, /) -> tuple[bytes, int, int] | None: ...
+def fast_payload(obj: object, /) -> tuple[bytes, int, int, int] | None: ...
 
 class Trampoline:
     """A queue operation that hands its calls to ``current()``."""

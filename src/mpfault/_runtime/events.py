@@ -15,12 +15,18 @@ queue's plan.
 
 Records (little endian)::
 
-    u32 length  u8 kind  u8 op  u8 outcome  u8 pad  i16 fault  u16 qlen  u16 alen
+    u32 length  u8 kind  u8 op  u8 outcome  u8 flags  i16 fault  u16 qlen  u16 alen
     u16 blen  u16 pad  i64 time_ns  u32 seq   then qname, a, b (utf-8)
 
 For BEGIN, ``a`` is the item's short repr and ``b`` its identity key; for END,
 ``a`` is the returned item's short repr, ``b`` its key or the exception's type
 name.  For MARK, ``op`` is a mark kind, ``a`` its detail.
+
+``flags`` say that ``b`` is stored short, to be rebuilt by the reader (fewer bytes
+a record: the pages of the log are most of what recording costs): ``KEY_INT``,
+``b`` is empty and the key is ``"int:" + a``; ``KEY_TAIL``, ``a`` is the short repr
+of a long str or bytes (``b'<first 40>'…(<length>)``) and ``b`` holds only its last
+32 characters.
 """
 
 from __future__ import annotations
@@ -46,9 +52,13 @@ __all__ = [
 
 MAGIC = b"MPFEV001"
 HEADER_SIZE = 512
-_REC = struct.Struct("<IBBBxhHHHxxqI")
+_REC = struct.Struct("<IBBBBhHHHxxqI")
 _REC_SIZE = _REC.size
 _INITIAL_SIZE = 1 << 20
+
+#: record flags (see the module docstring)
+KEY_INT = 1
+KEY_TAIL = 2
 
 KIND_BEGIN = 1
 KIND_END = 2
@@ -235,15 +245,21 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
     return _utf8(short), _utf8(f"{t.__name__}:{key}")
 
 
-def _item_payload(obj: object) -> tuple[bytes, int, int]:
-    """``_item_fields(obj)`` joined, and the length of each field.
+def _item_payload(obj: object) -> tuple[bytes, int, int, int]:
+    """``_item_fields(obj)`` joined, the length of each field as stored, and the
+    record flags: the key is stored short where the reader can rebuild it.
 
-    A long str or bytes whose head and tail show as they are in a repr (printable
-    ASCII) has both fields formatted in one go: that is the common case of a big
-    item, and the one its cost matters for.
+    An int's key is ``int:`` and its repr (``KEY_INT``: only the repr is stored).  A
+    long str or bytes whose head and tail show as they are in a repr (printable
+    ASCII), the common case of a big item, has its short repr formatted in one go
+    and, for a key, only its tail stored (``KEY_TAIL``).
     """
     t = type(obj)
-    if t is bytes:
+    if t is int:
+        r = _repr_simple(obj).encode()  # ASCII
+        if len(r) <= 60000:
+            return r, len(r), 0, KEY_INT
+    elif t is bytes:
         b: bytes = obj  # type: ignore[assignment]
         n = len(b)
         if n > 64:
@@ -252,9 +268,8 @@ def _item_payload(obj: object) -> tuple[bytes, int, int]:
             if (head.isalnum() or head.translate(_PLAIN).isalpha()) and (
                 tail.isalnum() or tail.translate(_PLAIN).isalpha()
             ):
-                p = b"b'%s'\xe2\x80\xa6(%d)bytes:%d:b'%s':b'%s'" % (head, n, n, head[:32], tail)
-                d = (len(p) - 126) >> 1  # the digits of n, written twice
-                return p, 48 + d, 78 + d
+                p = b"b'%s'\xe2\x80\xa6(%d)%s" % (head, n, tail)
+                return p, len(p) - 32, 32, KEY_TAIL
     elif t is str:
         s: str = obj  # type: ignore[assignment]
         n = len(s)
@@ -262,11 +277,24 @@ def _item_payload(obj: object) -> tuple[bytes, int, int]:
             shead = s[:_MAX]
             stail = s[-32:]
             if shead.isascii() and stail.isascii() and _plain(shead) and _plain(stail):
-                p = f"'{shead}'\u2026({n})str:{n}:'{shead[:32]}':'{stail}'".encode()
-                d = (len(p) - 121) >> 1
-                return p, 47 + d, 74 + d
+                p = f"'{shead}'\u2026({n}){stail}".encode()
+                return p, len(p) - 32, 32, KEY_TAIL
     ab, bb = _item_fields(obj)
-    return ab + bb, len(ab), len(bb)
+    return ab + bb, len(ab), len(bb), 0
+
+
+def _full_key(flags: int, a: str, b: str) -> str:
+    """The key of a record whose ``flags`` say it is stored short (the reader's side
+    of ``_item_payload``)."""
+    if flags & KEY_INT:
+        return "int:" + a
+    if flags & KEY_TAIL:  # a = "b'<head>'…(<n>)" or "'<head>'…(<n>)"; b = the tail
+        prefix = "b" if a.startswith("b") else ""
+        head = a[len(prefix) + 1 : len(prefix) + 1 + _MAX]
+        n = a[a.rindex("(") + 1 : -1]
+        tname = "bytes" if prefix else "str"
+        return f"{tname}:{n}:{prefix}'{head[:32]}':{prefix}'{b}'"
+    return b
 
 
 _pack_rec = _REC.pack
@@ -461,7 +489,7 @@ class Recorder:
         bb = _utf8(b)
         length = _REC_SIZE + len(qb) + len(ab) + len(bb)
         self._write(
-            _pack_rec(length, kind, op, outcome, fault, len(qb), len(ab), len(bb), _now(), seq)
+            _pack_rec(length, kind, op, outcome, 0, fault, len(qb), len(ab), len(bb), _now(), seq)
             + qb
             + ab
             + bb
@@ -557,25 +585,33 @@ class Recorder:
         pack_bare = struct.Struct(f"<{_TS_AT}sqI{lq}s").pack
 
         def bare(kind: int, outcome: int) -> tuple[bytes, bytes]:
-            rec = _pack_rec(base, kind, op, outcome, -1, lq, 0, 0, 0, 0) + qb
+            rec = _pack_rec(base, kind, op, outcome, 0, -1, lq, 0, 0, 0, 0) + qb
             return rec[:_TS_AT], rec[_TS_AT + 12 :]
 
         # A record with an item: its fixed part and the queue's name, then the
         # item's fields.
         pack_item = struct.Struct(f"<I8sHHxxqI{lq}s").pack
 
-        # An int's fields are "<digits>" and "int:<digits>": for each number of
-        # digits, all but (time, seq) and the digits is known now.
+        # An int's field is "<digits>" (its key "int:<digits>" is rebuilt by the
+        # reader): for each number of digits, all but (time, seq) and the digits is
+        # known now.
         def int_packers(kind: int, outcome: int) -> list[Callable[..., bytes]]:
             out: list[Callable[..., bytes]] = []
             for la in range(_INT_DIGITS):
-                head = _pack_rec(base + 2 * la + 4, kind, op, outcome, -1, lq, la, la + 4, 0, 0)
-                pack = struct.Struct(f"<{_TS_AT}sqI{lq}s{la}s4s{la}s").pack
+                head = _pack_rec(base + la, kind, op, outcome, KEY_INT, -1, lq, la, 0, 0, 0)
+                pack = struct.Struct(f"<{_TS_AT}sqI{lq}s{la}s").pack
                 out.append(functools.partial(pack, head[:_TS_AT]))
             return out
 
+        def consts(kind: int, outcome: int) -> tuple[bytes, ...]:
+            """The record's bytes 4..12 (kind to qlen), for each value of flags."""
+            return tuple(
+                _pack_rec(0, kind, op, outcome, f, -1, lq, 0, 0, 0, 0)[4:12]
+                for f in range(KEY_TAIL + 1)
+            )
+
         if has_item:
-            begin_const = _pack_rec(0, KIND_BEGIN, op, OUT_PENDING, -1, lq, 0, 0, 0, 0)[4:12]
+            begin_const = consts(KIND_BEGIN, OUT_PENDING)
             begin_int = int_packers(KIND_BEGIN, OUT_PENDING)
             end_pre, end_post = bare(KIND_END, OUT_OK)
 
@@ -588,11 +624,14 @@ class Recorder:
                     and (la := len(ab := b"%d" % obj)) < _INT_DIGITS
                 ):
                     seq = next(seqs)
-                    data = begin_int[la](now(), seq, qb, ab, b"int:", ab)
+                    data = begin_int[la](now(), seq, qb, ab)
                 else:
-                    payload, la, lb = fields(obj)
+                    payload, la, lb, flags = fields(obj)
                     seq = next(seqs)
-                    data = pack_item(base + la + lb, begin_const, la, lb, now(), seq, qb) + payload
+                    data = (
+                        pack_item(base + la + lb, begin_const[flags], la, lb, now(), seq, qb)
+                        + payload
+                    )
                 try:
                     fast_write(data)
                 except ValueError:
@@ -612,7 +651,7 @@ class Recorder:
             return put
 
         begin_pre, begin_post = bare(KIND_BEGIN, OUT_PENDING)
-        end_const = _pack_rec(0, KIND_END, op, OUT_OK, -1, lq, 0, 0, 0, 0)[4:12]
+        end_const = consts(KIND_END, OUT_OK)
         end_int = int_packers(KIND_END, OUT_OK)
 
         def get(*args: Any, **kwargs: Any) -> Any:
@@ -634,10 +673,10 @@ class Recorder:
                 and -_INT_LIMIT < res < _INT_LIMIT
                 and (la := len(ab := b"%d" % res)) < _INT_DIGITS
             ):
-                data = end_int[la](now(), seq, qb, ab, b"int:", ab)
+                data = end_int[la](now(), seq, qb, ab)
             else:
-                payload, la, lb = fields(res)
-                data = pack_item(base + la + lb, end_const, la, lb, now(), seq, qb) + payload
+                payload, la, lb, flags = fields(res)
+                data = pack_item(base + la + lb, end_const[flags], la, lb, now(), seq, qb) + payload
             try:
                 fast_write(data)
             except ValueError:

@@ -22,6 +22,7 @@ from .events import (
     MARKS,
     OPS,
     OUTCOMES,
+    _full_key,
 )
 
 __all__ = ["Event", "Mark", "read_events"]
@@ -106,7 +107,7 @@ def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]
     plans: dict[str, list[str]] = {}
     n = len(data)
     while off + _REC_SIZE <= n:
-        (length, kind, op, outcome, fault, qlen, alen, blen, t_ns, seq) = _REC.unpack_from(
+        (length, kind, op, outcome, flags, fault, qlen, alen, blen, t_ns, seq) = _REC.unpack_from(
             data, off
         )
         if length == 0 or off + length > n or kind not in (1, 2, 3):
@@ -117,6 +118,8 @@ def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]
         a = data[p : p + alen].decode("utf-8", "replace")
         p += alen
         b = data[p : p + blen].decode("utf-8", "replace")
+        if flags:
+            b = _full_key(flags, a, b)
         off += length
         if kind == KIND_BEGIN:
             begins[seq] = _Pending(t_ns, queue, OPS[op], a, b)

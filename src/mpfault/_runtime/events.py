@@ -533,10 +533,19 @@ class Recorder:
         The records are those of ``begin``/``end`` (see ``_wrap_py``), written by
         the C module when it is there (``accelerated``), else by Python.
         """
-        slow = self._wrap_py(queue, op, call, has_item, generation_of, generation, current)
         if self._log is None:
-            return slow
+            return self._wrap_py(queue, op, call, has_item, generation_of, generation, current)
         end = self.end
+        made: list[Callable[..., Any]] = []
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            """The Python operation, for the calls the C one hands on (``put(obj=x)``);
+            made on the first (its int packers cost ~0.1 ms)."""
+            if not made:
+                made.append(
+                    self._wrap_py(queue, op, call, has_item, generation_of, generation, current)
+                )
+            return made[0](*args, **kwargs)
 
         def end_raised(seq: int, e: BaseException) -> None:
             end(seq, queue, op, OUT_RAISED, -1, "", type(e).__name__)

@@ -61,6 +61,17 @@ def _plan_json(plan: tuple[Fault, ...]) -> str:
     return json.dumps([str(f) for f in plan])
 
 
+def _dressed(fn: Any, op: str, raw: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, standing in for ``raw`` (queue operation ``op``): its name and doc, and
+    ``__wrapped__`` so that ``inspect.signature(q.put)`` shows the queue's own (the C
+    operation has its own ``__wrapped__``)."""
+    fn.__name__ = op
+    fn.__doc__ = getattr(raw, "__doc__", None)
+    if not hasattr(fn, "__wrapped__"):
+        fn.__wrapped__ = raw
+    return fn  # type: ignore[no-any-return]
+
+
 def _block_timeout(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
     """The ``block`` and ``timeout`` arguments of a put/get call."""
     if op.endswith("_nowait"):
@@ -176,10 +187,7 @@ class FaultQueue:
             def faulty(*args: Any, **kwargs: Any) -> Any:
                 return self._faulty(op, code, raw, faults, args, kwargs)
 
-            faulty.__name__ = op
-            faulty.__doc__ = getattr(raw, "__doc__", None)
-            faulty.__wrapped__ = raw  # type: ignore[attr-defined]
-            return faulty
+            return _dressed(faulty, op, raw)
 
         # No fault for this operation: the fast path.  The recorder of this
         # process builds the wrapper (records inline, the queue's name encoded
@@ -197,40 +205,27 @@ class FaultQueue:
                 return fn  # type: ignore[no-any-return]
             st = state()
             fn = st.recorder.wrap(name, code, raw, is_put, holder, gen, current)
-            fn.__name__ = op
+            fn = _dressed(fn, op, raw)
             fn.__qualname__ = "FaultQueue._make.<locals>." + ("put" if is_put else "call")
-            fn.__doc__ = getattr(raw, "__doc__", None)
-            if not hasattr(fn, "__wrapped__"):  # the C operation has its own
-                fn.__wrapped__ = raw  # type: ignore[attr-defined]
             made[:] = [gen, fn]
             self.__dict__[op] = fn
             return fn
 
         fastrec = _events._fastrec
         if fastrec is not None:  # the same, in C
-            tramp: Any = fastrec.Trampoline(current)
-            tramp.__name__ = op
-            tramp.__doc__ = getattr(raw, "__doc__", None)
-            tramp.__wrapped__ = raw  # inspect.signature(q.put): the queue's own
-            return tramp  # type: ignore[no-any-return]
+            return _dressed(fastrec.Trampoline(current), op, raw)
 
         if is_put:
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
                 return current()(obj, *args, **kwargs)
 
-            put.__name__ = op
-            put.__doc__ = getattr(raw, "__doc__", None)
-            put.__wrapped__ = raw  # type: ignore[attr-defined]
-            return put
+            return _dressed(put, op, raw)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return current()(*args, **kwargs)
 
-        call.__name__ = op
-        call.__doc__ = getattr(raw, "__doc__", None)
-        call.__wrapped__ = raw  # type: ignore[attr-defined]
-        return call
+        return _dressed(call, op, raw)
 
     # -- faults -----------------------------------------------------------------------
     def _select(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import queue as _queue
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -82,29 +81,36 @@ def _block_timeout(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     return bool(block), timeout
 
 
-def _put_unflushed(q: Any, obj: Any, block: bool, timeout: Any) -> bool:
-    """Put ``obj`` as ``multiprocessing.Queue.put`` does, but leave it in this process's
-    buffer without starting or waking the feeder thread: the exact state right after
-    ``put()`` returned and before the feeder ran, which a kill then makes a real loss.
+def _put_unflushed(q: Any, obj: Any, block: bool, timeout: Any) -> Callable[[], None] | None:
+    """Put ``obj`` as ``multiprocessing.Queue.put`` does as far as other processes can
+    see (the semaphores), but keep the item out of the buffer the feeder thread sends
+    from: the state right after ``put()`` returned and before the feeder ran, which a
+    kill then makes a real loss, whatever the feeder is doing at that moment.
 
-    Returns False (doing nothing) if ``q`` is not a ``multiprocessing`` Queue.
+    Returns the rest of the put (buffer the item, wake the feeder) for a process that
+    survives its fault (a signal caught, ignored or stopping it); None, doing
+    nothing, if ``q`` is not a ``multiprocessing`` Queue.
     """
     from multiprocessing.queues import JoinableQueue, Queue
 
     if not isinstance(q, Queue):
-        return False
+        return None
     if q._closed:  # type: ignore[attr-defined]
         raise ValueError(f"Queue {q!r} is closed")
     if not q._sem.acquire(block, timeout):  # type: ignore[attr-defined]
         raise _queue.Full
     if isinstance(q, JoinableQueue):
-        with q._notempty, q._cond:  # type: ignore[attr-defined]
-            q._buffer.append(obj)  # type: ignore[attr-defined]
+        with q._cond:  # type: ignore[attr-defined]
             q._unfinished_tasks.release()  # type: ignore[attr-defined]
-    else:
+
+    def flush() -> None:
         with q._notempty:  # type: ignore[attr-defined]
+            if q._thread is None:  # type: ignore[attr-defined]
+                q._start_thread()  # type: ignore[attr-defined]
             q._buffer.append(obj)  # type: ignore[attr-defined]
-    return True
+            q._notempty.notify()  # type: ignore[attr-defined]
+
+    return flush
 
 
 class FaultQueue:
@@ -291,7 +297,7 @@ class FaultQueue:
         )
         fired = -1
         after: list[tuple[int, Fault]] = []
-        switch: float | None = None
+        flush: Callable[[], None] | None = None
         result: Any = _NOTHING
         calls = 1
         drop_get = False
@@ -353,21 +359,14 @@ class FaultQueue:
                     calls = 2
                 # "off": nothing
             dying = any(t.action != "gate" for _, t in after)
-            if dying:
-                # Dying right after the operation: keep the GIL from here to the kill, so
-                # a busy feeder thread cannot flush the item in between (it would
-                # otherwise win whenever this thread is descheduled for a switch interval).
-                switch = sys.getswitchinterval()
-                sys.setswitchinterval(1e6)
             if result is _NOTHING:
                 if drop_get:
                     raw(*args, **kwargs)
-                if (
-                    dying
-                    and has_item
-                    and calls == 1
-                    and _put_unflushed(self._q, item, *_block_timeout(op, args, kwargs))
-                ):
+                if dying and has_item and calls == 1:
+                    # a put right before the process dies: the item stays where the
+                    # feeder thread cannot reach it, so the kill loses it for sure
+                    flush = _put_unflushed(self._q, item, *_block_timeout(op, args, kwargs))
+                if flush is not None:
                     result = None
                 else:
                     for _ in range(calls):
@@ -376,12 +375,8 @@ class FaultQueue:
                     result = None
         except BaseException as e:
             rec.end(seq, name, code, OUT_RAISED, fired, "", type(e).__name__)
-            try:
-                for index, term in after:
-                    self._after(st, index, term, op)
-            finally:
-                if switch is not None:
-                    sys.setswitchinterval(switch)
+            for index, term in after:
+                self._after(st, index, term, op)
             raise
         try:
             if has_item:
@@ -391,8 +386,8 @@ class FaultQueue:
             for index, term in after:
                 self._after(st, index, term, op)
         finally:
-            if switch is not None:  # still alive: a signal that was caught or ignored
-                sys.setswitchinterval(switch)
+            if flush is not None:  # still alive (a signal caught, ignored or stopping it)
+                flush()
         return result
 
     def _after(self, st: _st.ProcessState, index: int, term: Fault, op: str) -> None:

@@ -77,6 +77,7 @@ def test_the_c_module_is_built_here() -> None:
     if PURE:
         pytest.skip(f"{events.PURE_ENV} is set")
     assert fastrec is not None, "mpfault._runtime._fastrec did not build (see setup.py)"
+    assert fastrec.RECORD_SIZE == events._REC_SIZE  # one record layout in C and Python
 
 
 class ListQueue:

@@ -24,7 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* fallocate, mremap */
+#define _GNU_SOURCE 1 /* fallocate, mremap (as pyconfig.h defines it) */
 #endif
 #include <Python.h>
 
@@ -318,24 +318,6 @@ Log_get_seq(LogObject *self, void *Py_UNUSED(closure))
     return PyLong_FromUnsignedLongLong(self->seq);
 }
 
-static PyObject *
-Log_get_pos(LogObject *self, void *Py_UNUSED(closure))
-{
-    return PyLong_FromSize_t(self->pos);
-}
-
-static PyObject *
-Log_get_size(LogObject *self, void *Py_UNUSED(closure))
-{
-    return PyLong_FromSize_t(self->size);
-}
-
-static PyObject *
-Log_get_closed(LogObject *self, void *Py_UNUSED(closure))
-{
-    return PyBool_FromLong(self->base == NULL);
-}
-
 static PyObject *Log_wrap(LogObject *self, PyObject *args, PyObject *kwds);
 
 static PyMethodDef Log_methods[] = {
@@ -353,9 +335,6 @@ static PyMethodDef Log_methods[] = {
 
 static PyGetSetDef Log_getset[] = {
     {"seq", (getter)Log_get_seq, NULL, "The last sequence number given out (0: none).", NULL},
-    {"pos", (getter)Log_get_pos, NULL, "Where the next record goes.", NULL},
-    {"size", (getter)Log_get_size, NULL, "The mapping's size.", NULL},
-    {"closed", (getter)Log_get_closed, NULL, "Whether close() was called.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

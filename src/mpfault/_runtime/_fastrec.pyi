@@ -9,9 +9,6 @@ class Log:
     """An append-only event log mapped from a file descriptor."""
 
     seq: int
-    pos: int
-    size: int
-    closed: bool
     def __init__(self, fd: int, size: int, pos: int) -> None: ...
     def write(self, record: bytes, /) -> None: ...
     def next_seq(self) -> int: ...

@@ -117,7 +117,7 @@ def bench_bursts(
         bursts = len(order) // 2
         _check_history(h, (2 if side == "both" else 1) * m * bursts)
     finally:
-        _close(h, raw, *(q for q in (qp,) if h is None))
+        _close(h, raw, qp if h is None else None)  # an A/A run: qp is the second raw queue
     per: dict[int, list[tuple[float, float, float]]] = {0: [], 1: []}
     timed = zip(order, got["producer"], got["consumer"], strict=True)
     for k, (t0, cpu_p), (t1, cpu_c) in list(timed)[2:]:

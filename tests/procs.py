@@ -1,8 +1,10 @@
-"""Helpers of the test suite: waiting for processes that are not our children."""
+"""Helpers of the test suite: waiting for processes that are not our children, and a
+queue with no process behind it."""
 
 from __future__ import annotations
 
 import os
+import queue
 import select
 import time
 from collections.abc import Iterable
@@ -63,3 +65,22 @@ def hang_showing(child: object, text: str, tries: int = 60, timeout: float = 0.5
         else:
             raise AssertionError(f"{child!r} returned instead of blocking at {text!r}")
     raise AssertionError(f"{child!r} never blocked at {text!r}:\n{last}")
+
+
+class ListQueue:
+    """A third-party queue: the queue API (the names of ``multiprocessing.Queue``'s
+    arguments), a list behind it, no process and no thread."""
+
+    def __init__(self) -> None:
+        self.items: list[object] = []
+
+    def put(self, obj: object, block: bool = True, timeout: float | None = None) -> None:
+        self.items.append(obj)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> object:
+        if not self.items:
+            raise queue.Empty
+        return self.items.pop(0)
+
+    def qsize(self) -> int:
+        return len(self.items)

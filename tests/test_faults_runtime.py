@@ -9,7 +9,7 @@ import time
 import pytest
 
 from mpfault import ChildError, FaultQueue, Hang, Harness, HistoryError, MpfaultError, faults
-from procs import hang_showing
+from procs import ListQueue, hang_showing
 
 
 def put_all(q: FaultQueue, items: list[object]) -> int:
@@ -209,24 +209,6 @@ def test_same_seed_same_firings() -> None:
     assert first == again
     assert 0 < len(first) < 40
     assert first != other
-
-
-class ListQueue:
-    """A third-party queue with the queue API (threads only), to wrap."""
-
-    def __init__(self) -> None:
-        self.items: list[object] = []
-
-    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
-        self.items.append(item)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> object:
-        if not self.items:
-            raise queue.Empty
-        return self.items.pop(0)
-
-    def qsize(self) -> int:
-        return len(self.items)
 
 
 @pytest.mark.mpfault(start_methods=["fork"])

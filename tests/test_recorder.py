@@ -4,6 +4,7 @@ same records, byte for byte, and both hand over to a forked child's recorder."""
 from __future__ import annotations
 
 import os
+import queue
 import random
 import struct
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from mpfault._runtime import events
 from mpfault._runtime import state as st
 from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, item_key, short_repr
 from mpfault._runtime.reader import read_events
+from procs import ListQueue
 
 fastrec = events._fastrec
 needs_c = pytest.mark.skipif(fastrec is None, reason="the C recorder is not built here")
@@ -80,19 +82,6 @@ def test_the_c_module_is_built_here() -> None:
     assert fastrec.RECORD_SIZE == events._REC_SIZE  # one record layout in C and Python
 
 
-class ListQueue:
-    """A queue with the API of one and no process behind it."""
-
-    def __init__(self) -> None:
-        self.items: list[object] = []
-
-    def put(self, obj: object, block: bool = True, timeout: float | None = None) -> None:
-        self.items.append(obj)
-
-    def get(self, block: bool = True, timeout: float | None = None) -> object:
-        return self.items.pop(0)
-
-
 def _records(path: str) -> Iterator[tuple[bytes, bytes]]:
     """Each record of a log file, as (fixed part with the time zeroed, the rest)."""
     with open(path, "rb") as f:
@@ -128,7 +117,7 @@ def _exercise(rec: Recorder) -> list[object]:
     put(b"with args", True, None)
     got = [get() for _ in range(len(items) + 2)]
     assert got[-1] == b"with args"
-    with pytest.raises(IndexError):
+    with pytest.raises(queue.Empty):
         get(timeout=0.1)
     rec.mark("return", "", "done")
     return got
@@ -188,7 +177,7 @@ def test_the_history_reads_what_was_written(
     assert puts[0].key == "int:0"
     assert puts[0].outcome == "ok"
     assert gets[-1].outcome == "raised"
-    assert gets[-1].exc == "IndexError"
+    assert gets[-1].exc == "Empty"
     assert gets[0].result == "0"
     assert got[0] == 0
     assert puts[-2].item == "'by keyword'"

@@ -533,8 +533,11 @@ class Recorder:
         The records are those of ``begin``/``end`` (see ``_wrap_py``), written by
         the C module when it is there (``accelerated``), else by Python.
         """
+        make_py = functools.partial(
+            self._wrap_py, queue, op, call, has_item, generation_of, generation, current
+        )
         if self._log is None:
-            return self._wrap_py(queue, op, call, has_item, generation_of, generation, current)
+            return make_py()
         end = self.end
         made: list[Callable[..., Any]] = []
 
@@ -542,9 +545,7 @@ class Recorder:
             """The Python operation, for the calls the C one hands on (``put(obj=x)``);
             made on the first (its int packers cost ~0.1 ms)."""
             if not made:
-                made.append(
-                    self._wrap_py(queue, op, call, has_item, generation_of, generation, current)
-                )
+                made.append(make_py())
             return made[0](*args, **kwargs)
 
         def end_raised(seq: int, e: BaseException) -> None:

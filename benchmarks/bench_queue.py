@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
+import multiprocessing.connection
 import statistics
 import sys
 from typing import Any
@@ -64,6 +65,27 @@ def _queues(ctx: Any, method: str, aa: bool, side: str) -> tuple[Any, Any, Any, 
     if side != "both":  # wrap one side only (to see which one costs what)
         qp, qc = (q, q.wrapped) if side == "producer" else (q.wrapped, q)
     return h, None, qp, qc
+
+
+def _collect(out: Any, k: int, procs: list[Any]) -> list[Any]:
+    """``k`` results from the SimpleQueue ``out``; a RuntimeError, not a hang, when the
+    children exit (one killed, or failing) before sending them all."""
+    got: list[Any] = []
+    reader = out._reader
+    live = {p.sentinel: p for p in procs}
+    while len(got) < k:
+        ready = multiprocessing.connection.wait([reader, *live])
+        if reader in ready:
+            got.append(out.get())
+            continue
+        for s in ready:
+            p = live.pop(s)
+            p.join()
+            if p.exitcode:
+                raise RuntimeError(f"benchmark child {p.name} failed: exit code {p.exitcode}")
+        if not live and not reader.poll():
+            raise RuntimeError(f"the benchmark children exited with {k - len(got)} results unsent")
+    return got
 
 
 def _close(h: Any, *queues: Any) -> None:
@@ -109,7 +131,7 @@ def bench_bursts(
         )
         cons.start()
         prod.start()
-        got = dict(out.get() for _ in range(2))
+        got = dict(_collect(out, 2, [prod, cons]))
         prod.join()
         cons.join()
         if prod.exitcode or cons.exitcode:
@@ -178,9 +200,9 @@ def _round(
         cons.start()
         prod.start()
         # first_put, first_put_cost, last_get, consumer_cpu
-        got = dict(out.get() for _ in range(4))
+        got = dict(_collect(out, 4, [prod, cons]))
         done.set()
-        got.update([out.get()])  # producer_cpu
+        got.update(_collect(out, 1, [prod]))  # producer_cpu
         prod.join()
         cons.join()
         if prod.exitcode or cons.exitcode:

@@ -72,6 +72,11 @@ def test_malformed_marker_spec_names_the_test(pytester: pytest.Pytester) -> None
         ),
         ("--mpfault-deadline", "soon", "invalid deadline 'soon' from --mpfault-deadline"),
         ("--mpfault-seed", "x1", "invalid seed 'x1' from --mpfault-seed"),
+        (
+            "--mpfault-tmpdir",
+            "/nonexistent/mpf",
+            "run files directory '/nonexistent/mpf' from --mpfault-tmpdir is not a directory",
+        ),
     ],
 )
 def test_bad_options(pytester: pytest.Pytester, setting: str, value: str, message: str) -> None:
@@ -109,6 +114,53 @@ def test_precedence_ini_env_option_marker(
     r.stdout.fnmatch_lines(
         ["test_a.py::test_plan[[]fork[]]*", "test_b.py::test_marked[[]spawn[]]*"]
     )
+
+
+RUN_DIR = """
+import os
+
+def test_where(mpfault):
+    q = mpfault.queue()
+    q.put(1)
+    assert q.get() == 1
+    logs = os.listdir(os.path.join(mpfault.run_dir, "events"))
+    print("RUNDIR:", os.path.dirname(mpfault.run_dir), "LOGS:", len(logs))
+"""
+
+
+def test_tmpdir_precedence_ini_env_option(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run files go where ini < env < option says; the header says where; a bad
+    directory is a one-line usage error naming its source; nothing is left there."""
+    dirs = {k: pytester.path / k for k in ("ini", "env", "opt")}
+    for d in dirs.values():
+        d.mkdir()
+    pytester.makeini(f"[pytest]\nmpfault_tmpdir = {dirs['ini']}\nmpfault_start_methods = fork\n")
+    pytester.makepyfile(RUN_DIR)
+
+    def where(*args: str) -> str:
+        r = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", *args, timeout=60)
+        r.assert_outcomes(passed=1)
+        found = re.findall(r"RUNDIR: (\S+) LOGS: 1$", r.stdout.str(), re.M)
+        assert len(found) == 1, r.stdout.str()
+        r.stdout.fnmatch_lines([f"mpfault: run files in {found[0]}"])
+        return found[0]
+
+    assert where() == str(dirs["ini"])
+    monkeypatch.setenv("MPFAULT_TMPDIR", str(dirs["env"]))
+    assert where() == str(dirs["env"])
+    assert where(f"--mpfault-tmpdir={dirs['opt']}") == str(dirs["opt"])
+    for d in dirs.values():
+        assert list(d.iterdir()) == []  # every run directory removed at teardown
+    monkeypatch.setenv("MPFAULT_TMPDIR", str(pytester.path / "missing"))
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    lines = [ln for ln in r.stderr.lines if "missing" in ln]
+    assert lines == [
+        f"ERROR: mpfault: run files directory '{pytester.path / 'missing'}' "
+        "from env MPFAULT_TMPDIR is not a directory"
+    ]
 
 
 def test_header_seed_and_replay(pytester: pytest.Pytester) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pathlib
 import queue
 import signal
 import sys
@@ -287,3 +288,38 @@ def test_items_whose_repr_fails_are_still_recorded(mpfault: Harness) -> None:
     assert put.item is not None
     assert put.item.startswith("<int of ")
     mpfault.history.assert_no_loss()
+
+
+def test_run_files_go_to_the_directory_given(tmp_path: pathlib.Path) -> None:
+    """``Harness(tmpdir=...)`` holds the run directory (history logs of every process
+    included); close() removes it; a bad directory is an error naming the argument,
+    and a plan refused at creation leaves no directory behind."""
+    with Harness("fork", tmpdir=str(tmp_path)) as h:
+        assert os.path.dirname(h.run_dir) == str(tmp_path)
+        q = h.queue()
+        assert h.spawn(producer, q, 1).result(timeout=30) == 1
+        assert [q.get(timeout=30) for _ in range(2)] == [0, None]
+        assert len(os.listdir(os.path.join(h.run_dir, "events"))) == 2  # child and test
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(MpfaultError, match=r"'/nonexistent/x' from Harness\(tmpdir=...\)"):
+        Harness("fork", tmpdir="/nonexistent/x")
+    with pytest.raises(MpfaultError, match="the test process itself"):
+        Harness("fork", tmpdir=str(tmp_path), faults=["put@MainProcess:kill"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_run_files_directory(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$MPFAULT_TMPDIR, checked; else the system's temporary directory (None)."""
+    from mpfault import _harness
+
+    monkeypatch.delenv("MPFAULT_TMPDIR", raising=False)
+    assert _harness.default_tmpdir() is None
+    monkeypatch.setenv("MPFAULT_TMPDIR", str(tmp_path))
+    assert _harness.default_tmpdir() == str(tmp_path)
+    with Harness("fork") as h:
+        assert os.path.dirname(h.run_dir) == str(tmp_path)
+    monkeypatch.setenv("MPFAULT_TMPDIR", str(tmp_path / "none"))
+    with pytest.raises(MpfaultError, match="from env MPFAULT_TMPDIR is not a directory"):
+        Harness("fork")

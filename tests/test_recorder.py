@@ -355,15 +355,16 @@ try:
     for i in range(100_000):  # ~300 bytes a put: the log outgrows 3 MiB
         put(item)
 except OSError as e:
-    print("OSError", e.errno, len(sink))
+    print("OSError", e.errno, len(sink), e.filename == rec.path)
 else:
     print("no error")
 """
 
 
 def test_a_log_that_cannot_grow_raises(accelerated: bool) -> None:
-    """A full disk (here: a file size limit) is an OSError from the queue operation,
-    never a crash (SIGBUS, SIGXFSZ); what was recorded before stays."""
+    """A full disk (here: a file size limit) is an OSError from the queue operation
+    that names the history file, never a crash (SIGBUS, SIGXFSZ); what was recorded
+    before stays."""
     import errno
     import subprocess
     import sys
@@ -374,6 +375,7 @@ def test_a_log_that_cannot_grow_raises(accelerated: bool) -> None:
     ).stdout.split()
     assert out[:2] == ["OSError", str(errno.EFBIG)], out
     assert 1000 < int(out[2]) < 100_000  # the puts before the limit went through
+    assert out[3] == "True"  # the error names the file
 
 
 def test_operations_show_the_queue_s_signature(mpfault: Harness) -> None:

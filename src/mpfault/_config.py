@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from ._errors import MpfaultError
+from ._harness import TMPDIR_ENV, check_tmpdir
 from ._runtime.faults import Fault, FaultSpecError
 from ._runtime.faults import parse as parse_faults
 
@@ -35,6 +37,11 @@ HELP = {
     "timeout_tolerance": (
         "Seconds a queue timeout may overshoot in expect_timeout() (default: 1.0)"
     ),
+    "tmpdir": (
+        "Directory the harness makes its run directories in (history logs, gates, "
+        "children's output; removed after each test) (default: the system's temporary "
+        "directory)"
+    ),
 }
 
 MARKER_HELP = (
@@ -48,6 +55,7 @@ ENV = {
     "faults": "MPFAULT",
     "seed": "MPFAULT_SEED",
     "deadline": "MPFAULT_DEADLINE",
+    "tmpdir": TMPDIR_ENV,
 }
 
 DEFAULT_DEADLINE = 60.0
@@ -66,6 +74,7 @@ class Settings:
     seed: int | None = None
     grace: float = DEFAULT_GRACE
     timeout_tolerance: float = DEFAULT_TOLERANCE
+    tmpdir: str | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -125,6 +134,22 @@ def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
         except FaultSpecError as e:
             raise _usage(str(e))
     return tuple(out)
+
+
+def _tmpdir(config: pytest.Config, env: Any) -> str | None:
+    """The run files directory: ini < env < option; None: the harness's default."""
+    value, where = config.getini("mpfault_tmpdir"), "ini mpfault_tmpdir"
+    if env.get(ENV["tmpdir"]):
+        value, where = env[ENV["tmpdir"]], f"env {ENV['tmpdir']}"
+    opt = config.getoption("mpfault_tmpdir", None)
+    if opt:
+        value, where = opt, "--mpfault-tmpdir"
+    if not value:
+        return None
+    try:
+        return check_tmpdir(os.path.abspath(os.path.expanduser(str(value))), where)
+    except MpfaultError as e:
+        raise _usage(str(e))
 
 
 def session_settings(config: pytest.Config) -> Settings:
@@ -187,6 +212,7 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         "timeout tolerance",
         False,
     )
+    tmpdir = _tmpdir(config, env)
     if marker is not None:
         where = f"@pytest.mark.mpfault on {nodeid}" if nodeid else "@pytest.mark.mpfault"
         kw = dict(marker.kwargs)
@@ -222,5 +248,6 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         seed=seed,
         grace=grace if grace is not None else DEFAULT_GRACE,
         timeout_tolerance=tol if tol is not None else DEFAULT_TOLERANCE,
+        tmpdir=tmpdir,
         sources=sources,
     )

@@ -45,7 +45,15 @@ from ._runtime.faults import gate as _gate_fault
 from ._runtime.faults import parse as _parse_faults
 from ._runtime.fqueue import FaultQueue
 
-__all__ = ["QUEUE_KINDS", "Child", "Gate", "Harness", "default_start_methods"]
+__all__ = [
+    "QUEUE_KINDS",
+    "TMPDIR_ENV",
+    "Child",
+    "Gate",
+    "Harness",
+    "default_start_methods",
+    "default_tmpdir",
+]
 
 QUEUE_KINDS = ("Queue", "JoinableQueue", "SimpleQueue", "ManagerQueue", "ManagerJoinableQueue")
 
@@ -62,6 +70,30 @@ _FOREVER = 7 * 24 * 3600.0
 def default_start_methods() -> list[str]:
     """Every start method this platform offers, the default one first."""
     return list(multiprocessing.get_all_start_methods())
+
+
+#: the environment variable that says where harnesses keep their run files
+TMPDIR_ENV = "MPFAULT_TMPDIR"
+
+
+def check_tmpdir(path: str, where: str) -> str:
+    """``path`` if it is a writable directory; else an ``MpfaultError`` naming ``where``
+    the path came from."""
+    if not os.path.isdir(path):
+        raise MpfaultError(f"run files directory {path!r} from {where} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MpfaultError(f"run files directory {path!r} from {where} is not writable")
+    return path
+
+
+def default_tmpdir() -> str | None:
+    """Where a harness keeps its run files (history logs, gates, children's output)
+    when it is not told: ``$MPFAULT_TMPDIR``, else None (the system's temporary
+    directory, ``tempfile.gettempdir()``: ``TMPDIR``, ``/tmp``...)."""
+    env = os.environ.get(TMPDIR_ENV)
+    if env:
+        return check_tmpdir(env, f"env {TMPDIR_ENV}")
+    return None
 
 
 def _signame(sig: int) -> str:
@@ -565,6 +597,9 @@ class Harness:
             from the harness's creation (None: no deadline).
         test_id: a name for the history and the seeds (the pytest node id).
         grace: seconds a child gets to exit after SIGTERM at teardown before SIGKILL.
+        tmpdir: the directory the harness makes its run directory in (history logs,
+            gates, children's output; removed by :meth:`close`); default:
+            :func:`default_tmpdir`.
     """
 
     def __init__(
@@ -576,6 +611,7 @@ class Harness:
         deadline: float | None = 60.0,
         test_id: str = "",
         grace: float = 1.0,
+        tmpdir: str | None = None,
     ) -> None:
         method = (
             start_method
@@ -594,7 +630,10 @@ class Harness:
         self.test_id = test_id
         self.grace = grace
         self.faults: tuple[Fault, ...] = tuple(_as_faults(faults, "Harness(faults=...)"))
-        self.run_dir = tempfile.mkdtemp(prefix="mpf-")
+        for f in self.faults:  # before anything is made that close() would remove
+            self._validate(f, "Harness(faults=...)")
+        base = default_tmpdir() if tmpdir is None else check_tmpdir(tmpdir, "Harness(tmpdir=...)")
+        self.run_dir = tempfile.mkdtemp(prefix="mpf-", dir=base)
         self.run = _state.RunInfo(self.run_dir, self.seed, os.getpid(), test_id)
         self.children: list[Child] = []
         self.queues: list[FaultQueue] = []
@@ -610,8 +649,6 @@ class Harness:
         os.makedirs(os.path.join(self.run_dir, "out"))
         if method == "forkserver":
             _preload_forkserver(self.ctx)
-        for f in self.faults:
-            self._validate(f, "Harness(faults=...)")
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> Harness:

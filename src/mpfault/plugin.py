@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import shlex
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from . import _hookspecs
 from ._config import HELP, MARKER_HELP, Settings, resolve, session_settings
-from ._harness import Harness
+from ._harness import Harness, default_tmpdir
 from ._report import failure_section, output_sections, timeline_html, write_timeline
 from ._runtime.state import derive_seed
 
@@ -53,6 +54,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     group.addoption(
         "--mpfault-deadline", dest="mpfault_deadline", metavar="SECONDS", help=HELP["deadline"]
     )
+    group.addoption("--mpfault-tmpdir", dest="mpfault_tmpdir", metavar="DIR", help=HELP["tmpdir"])
     group.addoption(
         "--mpfault-report",
         dest="mpfault_report",
@@ -64,6 +66,7 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     parser.addini("mpfault_deadline", HELP["deadline"], default="")
     parser.addini("mpfault_grace", HELP["grace"], default="")
     parser.addini("mpfault_timeout_tolerance", HELP["timeout_tolerance"], default="")
+    parser.addini("mpfault_tmpdir", HELP["tmpdir"], default="")
     from ._contract import pytest_plugin as contract
 
     if not pluginmanager.is_registered(contract):
@@ -167,6 +170,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"mpfault: seed={seed}, start methods {', '.join(settings.start_methods)}, "
         f"faults: {faults}",
         f"mpfault: replay with --mpfault-seed={seed}",
+        f"mpfault: run files in {settings.tmpdir or default_tmpdir() or tempfile.gettempdir()}",
     ]
 
 
@@ -210,6 +214,7 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
         deadline=deadline,
         test_id=item.nodeid,
         grace=settings.grace,
+        tmpdir=settings.tmpdir,
     )
     item.stash[HARNESS_KEY] = harness
     request.config.hook.pytest_mpfault_harness_created(harness=harness, item=item)

@@ -93,6 +93,7 @@ typedef struct {
     size_t pos;
     size_t ahead; /* pages below this offset are faulted in (0: no MADV_POPULATE_WRITE) */
     unsigned long long seq; /* the last sequence number given out */
+    PyObject *path; /* the file's path, for OSError messages (or None) */
 } LogObject;
 
 /* Fault in the pages from log->ahead on, before the writes reach them. */
@@ -123,6 +124,18 @@ log_closed(LogObject *log)
     return 0;
 }
 
+/* OSError from errno, naming the log's file (a full disk says which). */
+static void
+log_error(LogObject *log)
+{
+    if (log->path != NULL && log->path != Py_None) {
+        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, log->path);
+    }
+    else {
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+}
+
 /* Make room for n more bytes (and a zero length after them). */
 static int
 log_reserve(LogObject *log, size_t n)
@@ -148,20 +161,20 @@ log_reserve(LogObject *log, size_t n)
     } while (r != 0 && errno == EINTR);
     if (r != 0) {
         if (errno != EOPNOTSUPP && errno != EINVAL) {
-            PyErr_SetFromErrno(PyExc_OSError);
+            log_error(log);
             return -1;
         }
         do {
             r = ftruncate(log->fd, (off_t)nsize);
         } while (r != 0 && errno == EINTR);
         if (r != 0) {
-            PyErr_SetFromErrno(PyExc_OSError);
+            log_error(log);
             return -1;
         }
     }
     void *p = mremap(log->base, log->size, nsize, MREMAP_MAYMOVE);
     if (p == MAP_FAILED) {
-        PyErr_SetFromErrno(PyExc_OSError);
+        log_error(log);
         return -1;
     }
     log->base = (char *)p;
@@ -229,10 +242,11 @@ log_record(LogObject *log, int kind, int op, int outcome, int flags, PyObject *q
 static PyObject *
 Log_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"fd", "size", "pos", NULL};
+    static char *kwlist[] = {"fd", "size", "pos", "path", NULL};
     int fd;
     Py_ssize_t size, pos;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn:Log", kwlist, &fd, &size, &pos)) {
+    PyObject *path = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "inn|O:Log", kwlist, &fd, &size, &pos, &path)) {
         return NULL;
     }
     if (size < 4096 || pos < 0 || pos + 4 > size) {
@@ -241,7 +255,7 @@ Log_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
-        return PyErr_SetFromErrno(PyExc_OSError);
+        return PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
     }
     LogObject *self = (LogObject *)type->tp_alloc(type, 0);
     if (self == NULL) {
@@ -254,6 +268,8 @@ Log_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->pos = (size_t)pos;
     self->ahead = (size_t)pos / page_size * page_size;
     self->seq = 0;
+    Py_INCREF(path);
+    self->path = path;
     if (self->ahead == 0) { /* 0 means "off": start past the header's page */
         self->ahead = page_size;
     }
@@ -268,6 +284,7 @@ Log_dealloc(LogObject *self)
         munmap(self->base, self->size);
         self->base = NULL;
     }
+    Py_CLEAR(self->path);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -361,16 +361,20 @@ def _header(pid: int, process: str) -> bytes:
     return f'{{"pid": {pid}, "process": {_json_str(process)}}}'.encode()
 
 
-def _reserve(fd: int, offset: int, length: int) -> None:
-    """Extend the log file to ``offset + length`` bytes, with the disk space allocated:
-    a full disk is then an ``OSError`` here, not a SIGBUS at a write into the mapping
-    later (the C module does the same when it grows a log)."""
+def _reserve(fd: int, offset: int, length: int, path: str) -> None:
+    """Extend the log file ``path`` to ``offset + length`` bytes, with the disk space
+    allocated: a full disk is then an ``OSError`` naming the file here, not a SIGBUS
+    at a write into the mapping later (the C module does the same when it grows a
+    log)."""
     try:
-        os.posix_fallocate(fd, offset, length)
+        try:
+            os.posix_fallocate(fd, offset, length)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            os.ftruncate(fd, offset + length)  # a file system without fallocate
     except OSError as e:
-        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-            raise
-        os.ftruncate(fd, offset + length)  # a file system without fallocate
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 class Recorder:
@@ -393,7 +397,11 @@ class Recorder:
         os.makedirs(directory, exist_ok=True)
         self.path = os.path.join(directory, f"{self.pid}.ev")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-        _reserve(self._fd, 0, _INITIAL_SIZE)
+        try:
+            _reserve(self._fd, 0, _INITIAL_SIZE, self.path)
+        except OSError:
+            os.close(self._fd)
+            raise
         header = _header(self.pid, process)
         if len(header) > HEADER_SIZE - 12:
             header = _header(self.pid, process[:200])
@@ -409,7 +417,7 @@ class Recorder:
         #: where sequence numbers come from: ``next(self._seq_iter)``
         self._seq_iter: Iterator[int]
         if _fastrec is not None:
-            self._log = log = _fastrec.Log(self._fd, _INITIAL_SIZE, HEADER_SIZE)
+            self._log = log = _fastrec.Log(self._fd, _INITIAL_SIZE, HEADER_SIZE, self.path)
             self._next_seq = log.next_seq
             self._seq_iter = iter(log.next_seq, None)
             self._fast_write = log.write
@@ -471,7 +479,7 @@ class Recorder:
             new *= 2
         if new == size:
             return
-        _reserve(self._fd, size, new - size)
+        _reserve(self._fd, size, new - size, self.path)
         if _RESIZABLE:
             mm.resize(new)  # extends the file too; keeps the position
         else:  # pragma: no cover - every append holds the lock (see __init__)

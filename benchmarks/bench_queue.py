@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import multiprocessing
 import multiprocessing.connection
 import statistics
@@ -50,6 +51,17 @@ def _quartiles(xs: list[float]) -> tuple[float, float, float]:
         return (xs[0],) * 3
     q1, q2, q3 = statistics.quantiles(xs, n=4)
     return q1, q2, q3
+
+
+def _median_ci(xs: list[float]) -> tuple[float, float]:
+    """A distribution-free 95 % confidence interval of the median of ``xs``: the order
+    statistics n/2 -+ 0.98 sqrt(n) (normal approximation of the binomial)."""
+    ys = sorted(xs)
+    n = len(ys)
+    half = 0.98 * math.sqrt(n)
+    lo = max(1, math.floor(n / 2 - half))
+    hi = min(n, math.ceil(n / 2 + half + 1))
+    return ys[lo - 1], ys[hi - 1]
 
 
 def _queues(ctx: Any, method: str, aa: bool, side: str) -> tuple[Any, Any, Any, Any]:
@@ -158,6 +170,7 @@ def bench_bursts(
         "wrapped": med(1, 0),
         "ratio": total[1] / total[0],
         "paired": _quartiles(paired),
+        "ci": _median_ci(paired),
         "raw_all": [x[0] for x in per[0]],
         "wrapped_all": [x[0] for x in per[1]],
         "cpu": {w: (med(int(w), 1), med(int(w), 2)) for w in (False, True)},
@@ -249,6 +262,7 @@ def bench_rounds(
         "wrapped": med(True, 0),
         "ratio": med(True, 0) / med(False, 0),
         "paired": _quartiles(paired),
+        "ci": _median_ci(paired),
         "raw_all": [r[0] for r in res[False]],
         "wrapped_all": [r[0] for r in res[True]],
         "cpu": {w: (med(w, 1), med(w, 2)) for w in (False, True)},
@@ -278,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", type=int, default=0, help="small items per burst/round")
     ap.add_argument("--large", type=int, default=0, help="10 KB items per burst/round")
     ap.add_argument(
+        "--items",
+        choices=["both", "small", "10KB"],
+        default="both",
+        help="which item sizes to measure (default both)",
+    )
+    ap.add_argument(
         "--pin", action="store_true", help="pin the producer to CPU 0 and the consumer to CPU 1"
     )
     ap.add_argument(
@@ -306,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         unit = "round"
     rows = []
-    for label in ("small", "10KB"):
+    for label in ("small", "10KB") if args.items == "both" else (args.items,):
         fn = bench_bursts if args.mode == "bursts" else bench_rounds
         rows.append(fn(ctx, args.method, label, sizes[label], rounds, args.pin, args.wrap, args.aa))
     from mpfault._runtime import events
@@ -325,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     pairs = "pairs" if args.mode == "bursts" else "rounds"
     head = (
         f"{'items':<6} {unit + ' of':>8} {pairs:>6} {'raw items/s':>12} {'wrapped items/s':>16} "
-        f"{'ratio':>6} {'paired [q1, q3]':>22} {'target':>7}"
+        f"{'ratio':>6} {'paired [95% CI]':>24} {'[q1, q3]':>15} {'target':>7}"
     )
     print(head)
     print("-" * (len(head) + 5))
@@ -333,21 +353,24 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         target = TARGETS[r["label"]]
         q1, q2, q3 = r["paired"]
+        lo, hi = r["ci"]
         ok = q2 >= target
         failed |= not ok
         print(
             f"{r['label']:<6} {r['n']:>8} {r['rounds']:>6} {r['raw']:>12,.0f} "
             f"{r['wrapped']:>16,.0f} {r['ratio']:>5.3f}x "
-            f"{q2:>7.3f}x [{q1:.3f}, {q3:.3f}] "
+            f"{q2:>7.3f}x [{lo:.3f}, {hi:.3f}] [{q1:.3f}, {q3:.3f}] "
             f"{'>=' + format(target, '.2f'):>7} "
             f"{'ok' if ok else 'MISS'}"
+            + ("  (the CI holds the target: not settled)" if lo < target <= hi else "")
         )
         if args.verbose:
             print("   raw:     " + " ".join(f"{x:,.0f}" for x in r["raw_all"]))
             print("   wrapped: " + " ".join(f"{x:,.0f}" for x in r["wrapped_all"]))
     print(
-        "items/s: medians.  paired: median (and quartiles) of the ratios of the measurements\n"
-        "made back to back: the figure the target is judged on.  ratio: of the "
+        "items/s: medians.  paired: median of the ratios of the measurements made back to\n"
+        "back, the figure the target is judged on, with its 95 % confidence interval (more\n"
+        "pairs narrow it) and the ratios' quartiles.  ratio: of the "
         + ("items/s over all bursts" if args.mode == "bursts" else "median items/s")
         + ".\nCPU time per item, in µs (medians; the producer's includes its feeder thread)"
         + (", and what\nthe first put cost (not timed), in ms:" if args.mode == "rounds" else ":")

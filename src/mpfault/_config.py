@@ -147,7 +147,7 @@ def _tmpdir(config: pytest.Config, env: Any) -> str | None:
     if not value:
         return None
     try:
-        return check_tmpdir(os.path.abspath(os.path.expanduser(str(value))), where)
+        return check_tmpdir(os.path.expanduser(str(value)), where)
     except MpfaultError as e:
         raise _usage(str(e))
 

@@ -77,13 +77,13 @@ TMPDIR_ENV = "MPFAULT_TMPDIR"
 
 
 def check_tmpdir(path: str, where: str) -> str:
-    """``path`` if it is a writable directory; else an ``MpfaultError`` naming ``where``
-    the path came from."""
+    """``path``, made absolute, if it is a writable directory; else an ``MpfaultError``
+    naming ``where`` the path came from."""
     if not os.path.isdir(path):
         raise MpfaultError(f"run files directory {path!r} from {where} is not a directory")
     if not os.access(path, os.W_OK | os.X_OK):
         raise MpfaultError(f"run files directory {path!r} from {where} is not writable")
-    return path
+    return os.path.abspath(path)
 
 
 def default_tmpdir() -> str | None:

@@ -18,7 +18,7 @@ import pytest
 
 from . import _hookspecs
 from ._config import HELP, MARKER_HELP, Settings, resolve, session_settings
-from ._harness import Harness, default_tmpdir
+from ._harness import Harness
 from ._report import failure_section, output_sections, timeline_html, write_timeline
 from ._runtime.state import derive_seed
 
@@ -170,7 +170,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"mpfault: seed={seed}, start methods {', '.join(settings.start_methods)}, "
         f"faults: {faults}",
         f"mpfault: replay with --mpfault-seed={seed}",
-        f"mpfault: run files in {settings.tmpdir or default_tmpdir() or tempfile.gettempdir()}",
+        f"mpfault: run files in {settings.tmpdir or tempfile.gettempdir()}",
     ]
 
 

@@ -136,7 +136,8 @@ def test_tmpdir_precedence_ini_env_option(
     dirs = {k: pytester.path / k for k in ("ini", "env", "opt")}
     for d in dirs.values():
         d.mkdir()
-    pytester.makeini(f"[pytest]\nmpfault_tmpdir = {dirs['ini']}\nmpfault_start_methods = fork\n")
+    # a relative path in the ini file: relative to the file's directory, wherever pytest runs
+    pytester.makeini("[pytest]\nmpfault_tmpdir = ini\nmpfault_start_methods = fork\n")
     pytester.makepyfile(RUN_DIR)
 
     def where(*args: str) -> str:
@@ -148,6 +149,10 @@ def test_tmpdir_precedence_ini_env_option(
         return found[0]
 
     assert where() == str(dirs["ini"])
+    (pytester.path / "sub").mkdir()
+    monkeypatch.chdir(pytester.path / "sub")
+    assert where(str(pytester.path)) == str(dirs["ini"])
+    monkeypatch.chdir(pytester.path)
     monkeypatch.setenv("MPFAULT_TMPDIR", str(dirs["env"]))
     assert where() == str(dirs["env"])
     assert where(f"--mpfault-tmpdir={dirs['opt']}") == str(dirs["opt"])

@@ -137,8 +137,11 @@ def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
 
 
 def _tmpdir(config: pytest.Config, env: Any) -> str | None:
-    """The run files directory: ini < env < option; None: the harness's default."""
+    """The run files directory: ini < env < option (a relative path in the ini file is
+    relative to that file's directory); None: the harness's default."""
     value, where = config.getini("mpfault_tmpdir"), "ini mpfault_tmpdir"
+    if value and config.inipath is not None:
+        value = os.path.join(config.inipath.parent, os.path.expanduser(str(value)))
     if env.get(ENV["tmpdir"]):
         value, where = env[ENV["tmpdir"]], f"env {ENV['tmpdir']}"
     opt = config.getoption("mpfault_tmpdir", None)

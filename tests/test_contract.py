@@ -217,6 +217,43 @@ def test_runner_reports_a_hung_check_and_goes_on() -> None:
     assert "did not finish within 0.3 s" in result.observed
 
 
+_runs: list[str] = []
+
+
+def _exit_255(cx: CheckContext, codes: list[int]) -> Outcome:
+    """Starts a child that exits with the next of ``codes`` (255: what a lost
+    forkserver status reads as); passes if it read 0."""
+    _runs.append(cx.method)
+    p = cx.start(os._exit, codes[min(len(_runs), len(codes)) - 1])
+    p.join(30)
+    return passed() if p.exitcode == 0 else failed(f"exit code {p.exitcode}")
+
+
+@pytest.mark.parametrize(
+    ("method", "codes", "status", "runs", "note"),
+    [
+        ("forkserver", [255, 0], "pass", 2, False),  # lost once: the second run decides
+        ("forkserver", [255, 255], "fail", 2, True),  # lost twice: said in the result
+        ("forkserver", [3, 0], "fail", 1, False),  # a real exit code: no second run
+        ("fork", [255, 0], "fail", 1, False),  # only the fork server loses statuses
+    ],
+)
+def test_a_cell_whose_forkserver_child_read_255_runs_again(
+    method: str, codes: list[int], status: str, runs: int, note: bool
+) -> None:
+    """CPython gh-140867: under load the fork server loses a child's exit status and
+    ``exitcode`` reads 255; such a cell is run a second time."""
+    _runs.clear()
+    runner = ContractRunner()
+    try:
+        result = runner.run(synthetic(lambda cx: _exit_255(cx, codes)), "Q", method)
+    finally:
+        runner.close()
+    assert result.status == status
+    assert len(_runs) == runs
+    assert ("gh-140867" in result.observed) is note
+
+
 _started: list[Any] = []
 
 

@@ -195,6 +195,8 @@ class CheckContext:
         self._procs: list[BaseProcess] = []
         self._queues: list[Any] = []
         self._cleanups: list[Callable[[], None]] = []
+        #: the exit codes of the children the check started, once it is closed
+        self.exitcodes: list[int | None] = []
 
     # -- queues ------------------------------------------------------------------
     @property
@@ -368,6 +370,7 @@ class CheckContext:
                 pass
         reap(self._procs)
         for p in self._procs:
+            self.exitcodes.append(p.exitcode)
             try:
                 p.close()
             except ValueError:  # still running after kill: leave it to the GC

@@ -19,6 +19,7 @@ checks of stdlib specifics are skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import importlib
 import multiprocessing
@@ -61,6 +62,12 @@ CHECK_DEADLINE = 60.0
 
 #: ``factory(ctx, maxsize)`` returns a new queue (see the module docstring).
 CustomFactory = Callable[[BaseContext, int], Any]
+
+#: why a forkserver child's exit code can read 255 whatever it did
+LOST_STATUS = (
+    "the fork server lost a child's exit status, so Process.exitcode read 255 "
+    "(CPython gh-140867, under load)"
+)
 
 _FORK_WARNING = r"This process .* is multi-threaded, use of fork\(\) may lead to deadlocks"
 
@@ -193,10 +200,29 @@ class ContractRunner:
         raise ValueError(f"unknown queue kind {kind!r} (known: {', '.join(ALL_KINDS)})")
 
     def run(self, check: Check, kind: str, method: str) -> Result:
-        """Run one cell and return its :class:`Result` (never raises for a check's failure)."""
+        """Run one cell and return its :class:`Result` (never raises for a check's failure).
+
+        Under forkserver, a cell that did not pass while a child's exit code read 255 is
+        run once more: under load the fork server can lose a child's exit status, and
+        ``Process.exitcode`` then says 255 whatever the child did (CPython gh-140867).
+        A second such result says so in its observation.
+        """
+        result, exitcodes = self._run_cell(check, kind, method)
+        if not (method == "forkserver" and result.status != "pass" and 255 in exitcodes):
+            return result
+        result, exitcodes = self._run_cell(check, kind, method)
+        if result.status != "pass" and 255 in exitcodes:
+            result = dataclasses.replace(
+                result,
+                observed=result.observed + f" ({LOST_STATUS}; the cell was run twice)",
+            )
+        return result
+
+    def _run_cell(self, check: Check, kind: str, method: str) -> tuple[Result, list[int | None]]:
+        """One run of a cell: its result and the exit codes of the children it started."""
         reason = check.skip_reason(kind, method)
         if reason is not None:
-            return Result(check, kind, method, "skip", reason, {}, 0.0)
+            return Result(check, kind, method, "skip", reason, {}, 0.0), []
         assert check.func is not None
         func = check.func
         cx = CheckContext(
@@ -252,7 +278,8 @@ class ContractRunner:
         # errors) leaves reference cycles, and a semaphore finalized by the cyclic GC
         # inside a later resource-tracker call makes 3.13 warn that it "might leak".
         gc.collect()
-        return Result(check, kind, method, status, observed, figures, duration)  # type: ignore[arg-type]
+        result = Result(check, kind, method, status, observed, figures, duration)  # type: ignore[arg-type]
+        return result, cx.exitcodes
 
     def finish_method(self, method: str) -> None:
         """Release what the cells of *method* shared (its manager, shared scenarios)."""

@@ -127,6 +127,12 @@ def test_child_os_exit(mpfault: Harness) -> None:
     c = mpfault.spawn(exit_with, 7)
     with pytest.raises(ChildError, match="exited with code 7 before returning a result"):
         c.result(timeout=60)
+    c = mpfault.spawn(exit_with, 255)
+    with pytest.raises(ChildError, match="exited with code 255") as info:
+        c.result(timeout=60)
+    # under forkserver 255 is also what a lost exit status reads: the message says so
+    lost = "the fork server lost its exit status" in str(info.value)
+    assert lost is (mpfault.start_method == "forkserver")
 
 
 def test_hang_shows_the_blocked_line(mpfault: Harness) -> None:

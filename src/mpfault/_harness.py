@@ -491,6 +491,11 @@ class Child:
             how = f"was killed by {sig}"
         else:
             how = f"exited with code {code}"
+            if code == 255 and self._harness.start_method == "forkserver":
+                how += (
+                    " (or the fork server lost its exit status, which then reads 255: "
+                    "CPython gh-140867, under load)"
+                )
         last = self._harness.history.last_operation(self.pid)
         extra = f"\nIts last queue operation: {last}" if last else ""
         return ChildError(

@@ -220,11 +220,17 @@ def test_runner_reports_a_hung_check_and_goes_on() -> None:
 _runs: list[str] = []
 
 
+def _exit_now(code: int) -> None:
+    """A child target: exit at once with ``code`` (a function of this module: coverage
+    replaces ``os._exit`` with one that cannot be pickled)."""
+    os._exit(code)
+
+
 def _exit_255(cx: CheckContext, codes: list[int]) -> Outcome:
     """Starts a child that exits with the next of ``codes`` (255: what a lost
     forkserver status reads as); passes if it read 0."""
     _runs.append(cx.method)
-    p = cx.start(os._exit, codes[min(len(_runs), len(codes)) - 1])
+    p = cx.start(_exit_now, codes[min(len(_runs), len(codes)) - 1])
     p.join(30)
     return passed() if p.exitcode == 0 else failed(f"exit code {p.exitcode}")
 
@@ -249,7 +255,7 @@ def test_a_cell_whose_forkserver_child_read_255_runs_again(
         result = runner.run(synthetic(lambda cx: _exit_255(cx, codes)), "Q", method)
     finally:
         runner.close()
-    assert result.status == status
+    assert result.status == status, result.observed
     assert len(_runs) == runs
     assert ("gh-140867" in result.observed) is note
 

@@ -131,7 +131,7 @@ def test_child_os_exit(mpfault: Harness) -> None:
     with pytest.raises(ChildError, match="exited with code 255") as info:
         c.result(timeout=60)
     # under forkserver 255 is also what a lost exit status reads: the message says so
-    lost = "the fork server lost its exit status" in str(info.value)
+    lost = "the fork server lost the child's exit status" in str(info.value)
     assert lost is (mpfault.start_method == "forkserver")
 
 

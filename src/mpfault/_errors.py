@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["ChildError", "Hang", "MpfaultError", "SpawnError"]
+__all__ = ["LOST_FORKSERVER_STATUS", "ChildError", "Hang", "MpfaultError", "SpawnError"]
+
+#: why a forkserver child's exit code can read 255 whatever the child did
+LOST_FORKSERVER_STATUS = (
+    "the fork server lost the child's exit status, which then reads 255 "
+    "(CPython gh-140867, under load)"
+)
 
 
 class MpfaultError(Exception):

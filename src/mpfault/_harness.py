@@ -36,7 +36,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ._errors import ChildError, Hang, MpfaultError, SpawnError
+from ._errors import LOST_FORKSERVER_STATUS, ChildError, Hang, MpfaultError, SpawnError
 from ._history import History
 from ._runtime import bootstrap
 from ._runtime import state as _state
@@ -492,10 +492,7 @@ class Child:
         else:
             how = f"exited with code {code}"
             if code == 255 and self._harness.start_method == "forkserver":
-                how += (
-                    " (or the fork server lost its exit status, which then reads 255: "
-                    "CPython gh-140867, under load)"
-                )
+                how += f" (or {LOST_FORKSERVER_STATUS})"
         last = self._harness.history.last_operation(self.pid)
         extra = f"\nIts last queue operation: {last}" if last else ""
         return ChildError(

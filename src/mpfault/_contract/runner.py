@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any
 
+from .._errors import LOST_FORKSERVER_STATUS
 from .._timing import get_default_tolerance
 from .context import Call, CheckContext, QueueFactory, drop_tracebacks
 from .model import (
@@ -62,12 +63,6 @@ CHECK_DEADLINE = 60.0
 
 #: ``factory(ctx, maxsize)`` returns a new queue (see the module docstring).
 CustomFactory = Callable[[BaseContext, int], Any]
-
-#: why a forkserver child's exit code can read 255 whatever it did
-LOST_STATUS = (
-    "the fork server lost a child's exit status, so Process.exitcode read 255 "
-    "(CPython gh-140867, under load)"
-)
 
 _FORK_WARNING = r"This process .* is multi-threaded, use of fork\(\) may lead to deadlocks"
 
@@ -214,7 +209,7 @@ class ContractRunner:
         if result.status != "pass" and 255 in exitcodes:
             result = dataclasses.replace(
                 result,
-                observed=result.observed + f" ({LOST_STATUS}; the cell was run twice)",
+                observed=result.observed + f" ({LOST_FORKSERVER_STATUS}; the cell was run twice)",
             )
         return result
 

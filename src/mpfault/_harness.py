@@ -51,6 +51,7 @@ __all__ = [
     "Child",
     "Gate",
     "Harness",
+    "check_tmpdir",
     "default_start_methods",
     "default_tmpdir",
 ]

@@ -861,6 +861,30 @@ class Harness:
                     "in child processes: name them with who="
                 )
 
+    # -- served queues and programs (mpfault._serve, mpfault._program) --------------------
+    def serve(
+        self,
+        kind: str = "Queue",
+        maxsize: int = 0,
+        address: tuple[str, int] = ("127.0.0.1", 0),
+        authkey: bytes | None = None,
+        **options: Any,
+    ) -> Any:
+        """Serve a queue to independently started programs through a manager server;
+        return its :class:`mpfault.Served` (``address, authkey = h.serve()``).
+        Options: ``name``, ``faults`` (queue and ``net`` faults), ``allow_remote``."""
+        from . import _serve
+
+        return _serve.serve(self, kind, maxsize, address, authkey, **options)
+
+    def program(self, argv: Sequence[str], **options: Any) -> Any:
+        """Start an independent program (any command) with the served queues'
+        addresses and authkey in its environment; return its :class:`mpfault.Program`.
+        Options: ``name``, ``env``, ``cwd``."""
+        from . import _program
+
+        return _program.program(self, argv, **options)
+
     # -- gates ----------------------------------------------------------------------------
     def gate(
         self,
@@ -919,7 +943,11 @@ class Harness:
         self._closed = True
         problems: list[str] = []
         try:
-            problems = self._stop_children()
+            if "_serve_state" in self.__dict__:  # programs and served queues first
+                from . import _serve
+
+                problems += _serve.close(self)
+            problems += self._stop_children()
         finally:
             self.outputs = self.collect_outputs()
             for c in self.children:

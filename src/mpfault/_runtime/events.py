@@ -96,6 +96,9 @@ MARKS: tuple[str, ...] = (
     "start",  # a child process started its target (detail: target name)
     "return",  # the child's target returned
     "raise",  # the child's target raised (detail: exception type)
+    "connect",  # a served queue's client connected (detail: its address)
+    "refused",  # a served queue refused a client (detail: why, and its address)
+    "net",  # a network fault started or ended on a client's connection (detail: what)
 )
 MARK_CODES: dict[str, int] = {name: i for i, name in enumerate(MARKS) if name}
 
@@ -391,11 +394,13 @@ class Recorder:
     survives the process being killed.
     """
 
-    def __init__(self, directory: str, process: str, pid: int | None = None) -> None:
+    def __init__(
+        self, directory: str, process: str, pid: int | None = None, filename: str | None = None
+    ) -> None:
         self.pid = os.getpid() if pid is None else pid
         self.process = process
         os.makedirs(directory, exist_ok=True)
-        self.path = os.path.join(directory, f"{self.pid}.ev")
+        self.path = os.path.join(directory, filename or f"{self.pid}.ev")
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             _reserve(self._fd, 0, _INITIAL_SIZE, self.path)

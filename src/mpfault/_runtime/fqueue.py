@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import events as _events
 from . import state as _st
-from .events import OP_CODES, OUT_OK, OUT_RAISED, item_key, short_repr
+from .events import OP_CODES, item_key, short_repr
+from .layout import OUT_OK, OUT_RAISED
 
 if TYPE_CHECKING:  # a queue with no faults never loads the fault module
     from .faults import Fault

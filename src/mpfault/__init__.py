@@ -50,6 +50,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'mpfault' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    if isinstance(value, type):
+        value.__module__ = __name__  # public classes show (and pickle by) their public name
     globals()[name] = value
     return value
 

@@ -394,3 +394,6 @@ class Call:
     def block_timeout(self) -> tuple[bool, Any]:
         """The ``block`` and ``timeout`` arguments of this put or get."""
         return _block_timeout(self.op, self.args, self.kwargs)
+
+
+FaultQueue.__module__ = "mpfault"  # its public name (pickles as mpfault.FaultQueue)

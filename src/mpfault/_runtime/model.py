@@ -194,6 +194,9 @@ class Fault:
         return cls(message) if message else cls()
 
 
+Fault.__module__ = "mpfault"  # its public name (pickles as mpfault.Fault)
+
+
 def _nth_pair(element: object) -> tuple[int, int | None]:
     if isinstance(element, int) and not isinstance(element, bool):
         return (int(element), int(element))

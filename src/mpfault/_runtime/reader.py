@@ -87,6 +87,9 @@ class _Pending:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+Event.__module__ = Mark.__module__ = "mpfault"  # their public names
+
+
 def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]]:
     with open(path, "rb") as f:
         data = f.read()

@@ -86,7 +86,8 @@ class PassiveHub:
     released when the test says so.  No thread: arrivals are read when the test
     waits or releases."""
 
-    def __init__(self, run_dir: str) -> None:
+    def __init__(self, run_dir: str, record: Callable[[str], None] | None = None) -> None:
+        self._record = record  # notes a decision in the history
         self.dir = os.path.join(run_dir, _state.GATES_DIR)
         os.makedirs(self.dir, exist_ok=True)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -134,7 +135,7 @@ class PassiveHub:
         with open(os.path.join(self.dir, f"{gate}.released"), "w"):
             pass
         self._released.add(gate)
-        self.decisions.append((gate, None))
+        self._decide(gate, None)
         self.poll(0)
         for arr, reply in self._arrivals:
             if arr.gate == gate:
@@ -144,8 +145,13 @@ class PassiveHub:
     def release_one(self, arrival: Arrival) -> None:
         """Let ``arrival`` go on (a KeyError if it is not parked)."""
         reply = self._waiting.pop(arrival)
-        self.decisions.append((arrival.gate, arrival))
+        self._decide(arrival.gate, arrival)
         self._go(reply)
+
+    def _decide(self, gate: str, arrival: Arrival | None) -> None:
+        self.decisions.append((gate, arrival))
+        if self._record is not None:
+            self._record(gate if arrival is None else f"{gate}: {arrival.process} {arrival.pid}")
 
     def is_released(self, gate: str) -> bool:
         """Whether ``gate`` was opened."""

@@ -36,6 +36,7 @@ from ._history import History
 from ._rundir import TMPDIR_ENV, check_tmpdir, default_tmpdir
 from ._runtime import bootstrap, builders, grammar
 from ._runtime import state as _state
+from ._runtime.actions import REGISTRY
 from ._runtime.fqueue import FaultQueue
 from ._runtime.model import Fault
 
@@ -353,7 +354,7 @@ class Harness:
     def _validate(self, f: Fault, where: str) -> None:
         for term in f.terms():
             if (
-                term.action in ("kill", "exit", "pause", "gate")
+                REGISTRY[term.action].whole_process
                 and f.who is not None
                 and fnmatch.fnmatchcase(_CONTROLLER_NAME, f.who)
             ):
@@ -375,17 +376,28 @@ class Harness:
         """Make a gate: the process that reaches ``op`` (``before`` or ``after`` it) stops
         there until the test calls :meth:`Gate.release`.  Give it in a queue's faults."""
         self._check_open()
-        if self._coordinator is None:
-            self._coordinator = PassiveHub(self.run_dir)
+        coordinator = self.coordinator
         if name is None:
             name = f"g{len(self._gates) + 1}"
         if name in self._gates:
             raise MpfaultError(f"gate(): a gate named {name!r} already exists in this test")
         fault = builders.gate(name, when=when, op=op, who=who, nth=nth)
         self._validate(fault, f"gate {name!r}")
-        g = Gate(self._coordinator, fault, name, self._limit, self._hang)
+        g = Gate(coordinator, fault, name, self._limit, self._hang)
         self._gates[name] = g
         return g
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """What decides when the processes parked at this harness's gates go on (made
+        with the first gate): who is parked where, release a gate or one process."""
+        self._check_open()
+        if self._coordinator is None:
+            self._coordinator = PassiveHub(self.run_dir, self._record_release)
+        return self._coordinator
+
+    def _record_release(self, detail: str) -> None:
+        _state.get_state(self.run).recorder.mark("release", "", detail)
 
     # -- history ----------------------------------------------------------------------------
     @property

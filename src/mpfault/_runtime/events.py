@@ -101,6 +101,7 @@ MARKS: tuple[str, ...] = (
     "start",  # a child process started its target (detail: target name)
     "return",  # the child's target returned
     "raise",  # the child's target raised (detail: exception type)
+    "release",  # the test process released a gate (detail: gate, and who if one process)
 )
 MARK_CODES: dict[str, int] = {name: i for i, name in enumerate(MARKS) if name}
 

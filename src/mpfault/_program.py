@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import MpfaultError
 from ._runtime import bootstrap as _bootstrap
 from ._runtime import peers as _peers
+from ._runtime import procfs as _procfs
 
 if TYPE_CHECKING:
     from ._harness import Harness
@@ -203,9 +204,7 @@ class Program:
             os.killpg(self.pid, signal.SIGCONT)
 
     def _python_pids(self) -> list[int]:
-        from ._harness import _descendants
-
-        pids = [self.pid, *sorted(_descendants([self.pid]))]
+        pids = [self.pid, *sorted(_procfs.descendants([self.pid]))]
         return [p for p in pids if os.path.exists(os.path.join(self._armed_dir, str(p)))]
 
     def stack(self, timeout: float = 5.0) -> str:
@@ -284,9 +283,7 @@ class Program:
 
 
 def _state(pid: int) -> str | None:
-    from ._harness import _proc_state
-
-    return _proc_state(pid)
+    return _procfs.state(pid)
 
 
 def _programs(h: Harness) -> list[Program]:
@@ -382,10 +379,8 @@ def program(
 def stop_all(programs: list[Program], grace: float) -> list[str]:
     """SIGTERM (and SIGCONT) to every program's group and descendants, then SIGKILL
     after ``grace`` seconds; reap.  Every wait is bounded."""
-    from ._harness import _descendants
-
     live = [p for p in programs if p.is_alive()]
-    family = _descendants([p.pid for p in programs]) | {p.pid for p in live}
+    family = _procfs.descendants([p.pid for p in programs]) | {p.pid for p in live}
     if not family:
         return []
     for sig in (signal.SIGTERM, signal.SIGCONT):

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import MpfaultError
 from ._runtime import peers as _peers
 from ._runtime import served as _served
-from ._runtime.faults import Fault
-from ._runtime.netfaults import NetFault, NetFaultError, is_net_spec, parse_net
+from ._runtime.errors import FaultSpecError
+from ._runtime.netfaults import NetFault, as_net
 
 if TYPE_CHECKING:
     from ._harness import Harness
@@ -229,29 +229,6 @@ def _check_address(address: Any, allow_remote: bool) -> tuple[str, int]:
     return str(ip), port
 
 
-def _split_faults(items: Iterable[Any], where: str) -> tuple[list[Any], list[NetFault]]:
-    queue_items: list[Any] = []
-    net: list[NetFault] = []
-    if isinstance(items, (str, Fault, NetFault)):
-        items = [items]
-    for x in items:
-        if isinstance(x, NetFault):
-            net.append(x)
-        elif isinstance(x, str):
-            parts = [p for p in re.split(r"[;\n]", x) if p.strip()]
-            for p in parts:
-                if is_net_spec(p):
-                    try:
-                        net.append(parse_net(p.strip(), where))
-                    except NetFaultError as e:
-                        raise MpfaultError(str(e)) from None
-                else:
-                    queue_items.append(p.strip())
-        else:
-            queue_items.append(x)
-    return queue_items, net
-
-
 def serve(
     harness: Harness,
     kind: str = "Queue",
@@ -283,9 +260,14 @@ def serve(
     if any(s.name == name for s in st.served) or any(q.name == name for q in harness.queues):
         raise MpfaultError(f"serve(): a queue named {name!r} already exists in this test")
     where = f"faults of served queue {name!r}"
-    queue_items, net = _split_faults(faults, where)
-    plan = list(harness.faults) + _as_faults(queue_items, where)
+    plan = list(harness.faults) + _as_faults(faults, where)
+    net: list[NetFault] = []
     for f in plan:
+        if f.op == "net":
+            try:
+                net.append(as_net(f))
+            except FaultSpecError as e:
+                raise MpfaultError(f"{where}: {e}") from None
         harness._validate(f, where)
         for term in f.terms():
             if term.action == "exit":
@@ -301,7 +283,6 @@ def serve(
         st.authkey if authkey is None else authkey,
         harness.run,
         plan,
-        net,
     )
     served = _start_server(harness, cfg, net)
     st.served.append(served)

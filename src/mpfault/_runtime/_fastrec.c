@@ -48,13 +48,25 @@
 #error "mpfault._fastrec writes little-endian records on a little-endian machine only"
 #endif
 
-/* struct "<IBBBxhHHHxxqI": see events.py */
+/* The record layout is defined in layout.py; these are its numbers, which the C
+ * module exports as LAYOUT and tests/test_recorder.py checks against layout.py. */
+#define OFF_LENGTH 0
+#define OFF_KIND 4
+#define OFF_OP 5
+#define OFF_OUTCOME 6
+#define OFF_FLAGS 7
+#define OFF_FAULT 8
+#define OFF_QLEN 10
+#define OFF_ALEN 12
+#define OFF_BLEN 14
+#define OFF_PAD 16
+#define OFF_TIME_NS 18
+#define OFF_SEQ 26
 #define REC_SIZE 30
 #define KIND_BEGIN 1
 #define KIND_END 2
 #define OUT_PENDING 0
 #define OUT_OK 1
-/* record flags (events.KEY_*): the key is stored short, the reader rebuilds it */
 #define KEY_INT 1
 #define KEY_TAIL 2
 /* events._MAX: the head of a long str/bytes shown in its short repr */
@@ -219,17 +231,17 @@ log_record(LogObject *log, int kind, int op, int outcome, int flags, PyObject *q
     int16_t fault = -1;
     char *p = log->base + log->pos;
     log->pos += length;
-    p[4] = (char)kind;
-    p[5] = (char)op;
-    p[6] = (char)outcome;
-    p[7] = (char)flags;
-    memcpy(p + 8, &fault, 2);
-    put_u16(p + 10, (unsigned)lq);
-    put_u16(p + 12, (unsigned)la);
-    put_u16(p + 14, (unsigned)lb);
-    put_u16(p + 16, 0);
-    memcpy(p + 18, &t, 8);
-    memcpy(p + 26, &seq32, 4);
+    p[OFF_KIND] = (char)kind;
+    p[OFF_OP] = (char)op;
+    p[OFF_OUTCOME] = (char)outcome;
+    p[OFF_FLAGS] = (char)flags;
+    memcpy(p + OFF_FAULT, &fault, 2);
+    put_u16(p + OFF_QLEN, (unsigned)lq);
+    put_u16(p + OFF_ALEN, (unsigned)la);
+    put_u16(p + OFF_BLEN, (unsigned)lb);
+    put_u16(p + OFF_PAD, 0);
+    memcpy(p + OFF_TIME_NS, &t, 8);
+    memcpy(p + OFF_SEQ, &seq32, 4);
     memcpy(p + REC_SIZE, PyBytes_AS_STRING(qb), (size_t)lq);
     if (la + lb) {
         memcpy(p + REC_SIZE + lq, payload, (size_t)(la + lb));
@@ -295,7 +307,7 @@ Log_write(LogObject *self, PyObject *arg)
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (view.len < 4 || log_reserve(self, (size_t)view.len) < 0) {
+    if (view.len < OFF_KIND || log_reserve(self, (size_t)view.len) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_ValueError, "a record has at least 4 bytes");
         }
@@ -305,7 +317,7 @@ Log_write(LogObject *self, PyObject *arg)
     char *p = self->base + self->pos;
     const char *d = (const char *)view.buf;
     self->pos += (size_t)view.len;
-    memcpy(p + 4, d + 4, (size_t)view.len - 4);
+    memcpy(p + OFF_KIND, d + OFF_KIND, (size_t)view.len - OFF_KIND);
     uint32_t len32;
     memcpy(&len32, d, 4);
     publish(p, len32);
@@ -1018,6 +1030,20 @@ PyInit__fastrec(void)
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "RECORD_SIZE", REC_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* the numbers of the layout this module writes (checked against layout.py) */
+    PyObject *layout = Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "length", OFF_LENGTH, "kind", OFF_KIND, "op", OFF_OP, "outcome", OFF_OUTCOME,
+        "flags", OFF_FLAGS, "fault", OFF_FAULT, "qlen", OFF_QLEN, "alen", OFF_ALEN,
+        "blen", OFF_BLEN, "pad", OFF_PAD, "time_ns", OFF_TIME_NS, "seq", OFF_SEQ,
+        "SIZE", REC_SIZE, "KIND_BEGIN", KIND_BEGIN, "KIND_END", KIND_END,
+        "OUT_PENDING", OUT_PENDING, "OUT_OK", OUT_OK, "KEY_INT", KEY_INT, "KEY_TAIL", KEY_TAIL,
+        "HEAD", HEAD, "TAIL", TAIL);
+    if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
+        Py_XDECREF(layout);
         Py_DECREF(m);
         return NULL;
     }

@@ -13,20 +13,7 @@ died or when the history was read (Jepsen's ``:info``).  ``MARK`` records note
 process-level events: a fault that killed, paused or gated the process, a
 queue's plan.
 
-Records (little endian)::
-
-    u32 length  u8 kind  u8 op  u8 outcome  u8 flags  i16 fault  u16 qlen  u16 alen
-    u16 blen  u16 pad  i64 time_ns  u32 seq   then qname, a, b (utf-8)
-
-For BEGIN, ``a`` is the item's short repr and ``b`` its identity key; for END,
-``a`` is the returned item's short repr, ``b`` its key or the exception's type
-name.  For MARK, ``op`` is a mark kind, ``a`` its detail.
-
-``flags`` say that ``b`` is stored short, to be rebuilt by the reader (fewer bytes
-a record: the pages of the log are most of what recording costs): ``KEY_INT``,
-``b`` is empty and the key is ``"int:" + a``; ``KEY_TAIL``, ``a`` is the short repr
-of a long str or bytes (``b'<first 40>'…(<length>)``) and ``b`` holds only its last
-32 characters.
+The layout of the files and records is :mod:`.layout`.
 """
 
 from __future__ import annotations
@@ -43,26 +30,44 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .layout import (
+    HEADER,
+    HEADER_SIZE,
+    KEY_INT,
+    KEY_TAIL,
+    KIND_BEGIN,
+    KIND_END,
+    KIND_MARK,
+    MAGIC,
+    OFFSETS,
+    OUT_OK,
+    OUT_PENDING,
+    OUT_RAISED,
+    OUTCOMES,
+    codes,
+)
+from .layout import SIZE as _REC_SIZE
+from .layout import pack as _pack_rec
+
 __all__ = [
+    "HEADER_SIZE",
+    "KEY_INT",
+    "KEY_TAIL",
+    "KIND_BEGIN",
+    "KIND_END",
+    "KIND_MARK",
+    "MAGIC",
     "OPS",
+    "OUTCOMES",
+    "OUT_OK",
+    "OUT_PENDING",
+    "OUT_RAISED",
     "Recorder",
     "item_key",
     "short_repr",
 ]
 
-MAGIC = b"MPFEV001"
-HEADER_SIZE = 512
-_REC = struct.Struct("<IBBBBhHHHxxqI")
-_REC_SIZE = _REC.size
 _INITIAL_SIZE = 1 << 20
-
-#: record flags (see the module docstring)
-KEY_INT = 1
-KEY_TAIL = 2
-
-KIND_BEGIN = 1
-KIND_END = 2
-KIND_MARK = 3
 
 #: Queue operations, by code.  Index 0 is unused.
 OPS: tuple[str, ...] = (
@@ -96,16 +101,13 @@ MARKS: tuple[str, ...] = (
     "start",  # a child process started its target (detail: target name)
     "return",  # the child's target returned
     "raise",  # the child's target raised (detail: exception type)
+    "release",  # the test process released a gate (detail: gate, and who if one process)
     "connect",  # a served queue's client connected (detail: its address)
     "refused",  # a served queue refused a client (detail: why, and its address)
     "net",  # a network fault started or ended on a client's connection (detail: what)
 )
 MARK_CODES: dict[str, int] = {name: i for i, name in enumerate(MARKS) if name}
 
-OUTCOMES: tuple[str, ...] = ("pending", "ok", "raised")
-OUT_PENDING = 0
-OUT_OK = 1
-OUT_RAISED = 2
 
 _SIMPLE = (int, float, bool, type(None))
 _MAX = 40
@@ -300,10 +302,13 @@ def _full_key(flags: int, a: str, b: str) -> str:
     return b
 
 
-_pack_rec = _REC.pack
 _now = time.monotonic_ns
-#: where (time, seq) start in a record: they end its fixed part
-_TS_AT = _REC_SIZE - 12
+#: (time, seq) end a record's fixed part: where they start, their codes and size
+_STAMP = codes("time_ns", "seq")
+_TS_AT = OFFSETS["time_ns"]
+_TS_END = _TS_AT + struct.calcsize("<" + _STAMP)
+#: the fields from kind to qlen, constant for an operation (bar flags): where they are
+_CONST_AT, _CONST_END = OFFSETS["kind"], OFFSETS["alen"]
 #: ints with fewer digits (and sign) than this have a packer of their own
 _INT_DIGITS = 21
 #: ints within these bounds are formatted inline (and never hit the digit limit)
@@ -408,9 +413,9 @@ class Recorder:
             os.close(self._fd)
             raise
         header = _header(self.pid, process)
-        if len(header) > HEADER_SIZE - 12:
+        if len(header) > HEADER_SIZE - HEADER.size:
             header = _header(self.pid, process[:200])
-        os.pwrite(self._fd, MAGIC + struct.pack("<I", len(header)) + header, 0)
+        os.pwrite(self._fd, HEADER.pack(MAGIC, len(header)) + header, 0)
         self._lock = threading.Lock()
         #: the log in C (``_fastrec``), or None: the mapping below, in Python
         self._log: Any = None
@@ -502,7 +507,18 @@ class Recorder:
         bb = _utf8(b)
         length = _REC_SIZE + len(qb) + len(ab) + len(bb)
         self._write(
-            _pack_rec(length, kind, op, outcome, 0, fault, len(qb), len(ab), len(bb), _now(), seq)
+            _pack_rec(
+                length=length,
+                kind=kind,
+                op=op,
+                outcome=outcome,
+                fault=fault,
+                qlen=len(qb),
+                alen=len(ab),
+                blen=len(bb),
+                time_ns=_now(),
+                seq=seq,
+            )
             + qb
             + ab
             + bb
@@ -590,7 +606,7 @@ class Recorder:
         constant fields encoded once, here, and the records built inline.
 
         The wrapper belongs to this process's recorder: once
-        ``generation_of._generation`` differs from ``generation`` (a forked
+        ``generation_of.fork_generation`` differs from ``generation`` (a forked
         child), it hands every call to ``current()``.
         """
         qb = _utf8(queue)
@@ -605,15 +621,18 @@ class Recorder:
         raised = OUT_RAISED
         # A record with no item: all known now but (time, seq); one struct packs
         # it whole, with the bytes around (time, seq) as constants.
-        pack_bare = struct.Struct(f"<{_TS_AT}sqI{lq}s").pack
+        pack_bare = struct.Struct(f"<{_TS_AT}s{_STAMP}{lq}s").pack
 
         def bare(kind: int, outcome: int) -> tuple[bytes, bytes]:
-            rec = _pack_rec(base, kind, op, outcome, 0, -1, lq, 0, 0, 0, 0) + qb
-            return rec[:_TS_AT], rec[_TS_AT + 12 :]
+            rec = _pack_rec(length=base, kind=kind, op=op, outcome=outcome, fault=-1, qlen=lq)
+            rec += qb
+            return rec[:_TS_AT], rec[_TS_END:]
 
         # A record with an item: its fixed part and the queue's name, then the
         # item's fields.
-        pack_item = struct.Struct(f"<I8sHHxxqI{lq}s").pack
+        pack_item = struct.Struct(
+            f"<{codes('length', 'length')}{_CONST_END - _CONST_AT}s{codes('alen', 'seq')}{lq}s"
+        ).pack
 
         # An int's field is "<digits>" (its key "int:<digits>" is rebuilt by the
         # reader): for each number of digits, all but (time, seq) and the digits is
@@ -621,15 +640,26 @@ class Recorder:
         def int_packers(kind: int, outcome: int) -> list[Callable[..., bytes]]:
             out: list[Callable[..., bytes]] = []
             for la in range(_INT_DIGITS):
-                head = _pack_rec(base + la, kind, op, outcome, KEY_INT, -1, lq, la, 0, 0, 0)
-                pack = struct.Struct(f"<{_TS_AT}sqI{lq}s{la}s").pack
+                head = _pack_rec(
+                    length=base + la,
+                    kind=kind,
+                    op=op,
+                    outcome=outcome,
+                    flags=KEY_INT,
+                    fault=-1,
+                    qlen=lq,
+                    alen=la,
+                )
+                pack = struct.Struct(f"<{_TS_AT}s{_STAMP}{lq}s{la}s").pack
                 out.append(functools.partial(pack, head[:_TS_AT]))
             return out
 
         def consts(kind: int, outcome: int) -> tuple[bytes, ...]:
-            """The record's bytes 4..12 (kind to qlen), for each value of flags."""
+            """The record's bytes from kind to qlen, for each value of flags."""
             return tuple(
-                _pack_rec(0, kind, op, outcome, f, -1, lq, 0, 0, 0, 0)[4:12]
+                _pack_rec(kind=kind, op=op, outcome=outcome, flags=f, fault=-1, qlen=lq)[
+                    _CONST_AT:_CONST_END
+                ]
                 for f in range(KEY_TAIL + 1)
             )
 
@@ -639,7 +669,7 @@ class Recorder:
             end_pre, end_post = bare(KIND_END, OUT_OK)
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                if generation_of._generation != generation:
+                if generation_of.fork_generation != generation:
                     return current()(obj, *args, **kwargs)
                 if (
                     type(obj) is int
@@ -678,7 +708,7 @@ class Recorder:
         end_int = int_packers(KIND_END, OUT_OK)
 
         def get(*args: Any, **kwargs: Any) -> Any:
-            if generation_of._generation != generation:
+            if generation_of.fork_generation != generation:
                 return current()(*args, **kwargs)
             seq = next(seqs)
             data = pack_bare(begin_pre, now(), seq, begin_post)

@@ -1,13 +1,15 @@
-"""Network faults between programs and a served queue: the model and its spec grammar.
+"""Network faults between programs and a served queue: the actions' arguments, and the
+proxy's view of a fault.
 
-A network fault is plain, picklable data, like a queue fault.  Its string form::
+A network fault is a :class:`~mpfault.Fault` whose op is ``net`` (plain picklable data,
+in the spec grammar like every fault)::
 
     net[@who][#nth]:action[(args)]
 
 ``who`` is a glob on the client's name (the program's name), ``nth`` the index
-(1-based, an int or ``N..`` / ``N..M``) of the client's queue call from which the
-fault applies (counted by the proxy across the client's connections; default: from
-the first byte).  Actions, in the spirit of Toxiproxy's toxics:
+(1-based; ``N``, ``N..``, ``N..M``) of the client's queue call from which the fault
+applies, counted by the proxy across the client's connections (default: from the
+first byte).  Actions, in the spirit of Toxiproxy's toxics:
 
 ``latency(D)`` / ``latency(D..D2)``
     every message, both directions, is held ``D`` (plus a seeded jitter up to ``D2``).
@@ -16,178 +18,208 @@ the first byte).  Actions, in the spirit of Toxiproxy's toxics:
 ``reset`` / ``reset(NB)``
     the connection is reset (TCP RST), at once or after ``N`` more bytes.
 ``partition(D)`` / ``partition``
-    a blackhole: nothing passes either way for ``D`` (forever: until the test heals
-    it), then everything held passes, as TCP delivers after a partition heals.
+    a blackhole: nothing passes either way for ``D`` (without one: until the test
+    heals it), then everything held passes, as TCP delivers after a partition heals.
 
-This module imports nothing outside ``mpfault._runtime`` and never pytest.
+The action entries are in :data:`mpfault._runtime.actions.REGISTRY`; this module
+holds their argument handling.  A network fault fires in the served queue's proxy,
+never at a queue operation.  Standard library and ``mpfault._runtime`` only.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-__all__ = ["NET_ACTIONS", "NetFault", "NetFaultError", "is_net_spec", "parse_net"]
+from . import spectext as _t
+from .errors import FaultSpecError
 
-#: action -> (what its argument is, whether it takes one)
-NET_ACTIONS: dict[str, str] = {
-    "latency": "a duration or a range of durations (latency(50ms), latency(10ms..80ms))",
-    "bandwidth": "a rate in bytes per second (bandwidth(64KB))",
-    "reset": "nothing, or the bytes to let through first (reset, reset(1KB))",
-    "partition": "nothing (until healed), or a duration (partition(2s))",
-}
+if TYPE_CHECKING:
+    from .fqueue import Call
+    from .model import Fault
 
-_SPEC = re.compile(
-    r"^\s*net(?:@(?P<who>[^#:\s]+))?(?:#(?P<nth>\d+(?:\.\.\d*)?))?\s*:\s*"
-    r"(?P<action>[a-z_]+)\s*(?:\((?P<args>[^()]*)\))?\s*$"
-)
-_DURATION = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>us|ms|s)\s*$")
+__all__ = ["NET_ACTIONS", "NET_OPS", "NetFault", "as_net"]
+
+#: the pseudo-operation network faults select (no queue operation is one)
+NET_OPS: Final[frozenset[str]] = frozenset({"net"})
+NET_ACTIONS: Final = ("latency", "bandwidth", "reset", "partition")
+
 _SIZE = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*(?P<unit>B|KB|MB|GB)\s*$")
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
 _SIZES = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 
 
-class NetFaultError(ValueError):
-    """A malformed network fault spec (the message names the spec and what is wrong)."""
+def _seconds(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FaultSpecError(f"{what} must be a number of seconds, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise FaultSpecError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    return v
 
 
-def is_net_spec(spec: str) -> bool:
-    """Whether ``spec`` is a network fault (its target is ``net``)."""
-    s = spec.strip()
-    return s == "net" or s.startswith(("net@", "net#", "net:"))
+def _bytes(what: str, value: object, positive: bool) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < (1 if positive else 0):
+        raise FaultSpecError(f"{what} must be an int of bytes >= {int(positive)}, got {value!r}")
+    return int(value)
 
 
-def _duration(text: str, spec: str) -> float:
-    m = _DURATION.match(text)
-    if m is None:
-        raise NetFaultError(f"bad network fault {spec!r}: {text!r} is not a duration (50ms, 2s)")
-    return float(m["n"]) * _UNITS[m["unit"]]
-
-
-def _size(text: str, spec: str) -> int:
+def _parse_size(text: str, what: str) -> int:
     m = _SIZE.match(text)
     if m is None:
-        raise NetFaultError(f"bad network fault {spec!r}: {text!r} is not a size (500B, 64KB)")
+        raise _t.Syntax(f"{what}: {text.strip()!r} is not a size (500B, 64KB, 1MB)")
     return int(float(m["n"]) * _SIZES[m["unit"]])
 
 
-def _fmt_duration(seconds: float) -> str:
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        n = seconds / scale
-        if n >= 1 and abs(n - round(n)) < 1e-9:
-            return f"{round(n)}{unit}"
-    return f"{seconds * 1000:g}ms"
-
-
-def _fmt_size(n: int) -> str:
+def _format_size(n: int) -> str:
     for unit in ("GB", "MB", "KB"):
         if n >= _SIZES[unit] and n % _SIZES[unit] == 0:
             return f"{n // _SIZES[unit]}{unit}"
     return f"{n}B"
 
 
+def _arity(action: str, args: tuple[Any, ...], low: int, high: int) -> None:
+    if not low <= len(args) <= high:
+        raise FaultSpecError(f"{action} takes {low} to {high} arguments, got {args!r}")
+
+
+# -- latency(seconds, jitter=0) -----------------------------------------------------------------
+def normalise_latency(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``(seconds, jitter)``."""
+    _arity("latency", args, 1, 2)
+    jitter = args[1] if len(args) > 1 else 0.0
+    return (_seconds("latency: seconds", args[0]), _seconds("latency: jitter", jitter))
+
+
+def parse_latency(text: str | None) -> tuple[Any, ...]:
+    """``50ms`` or ``10ms..80ms``."""
+    if text is None or not text.strip():
+        raise _t.Syntax(f"latency needs {_t.DURATION_HINT}, as in latency(50ms)")
+    low_text, dots, high_text = text.strip().partition("..")
+    low = _t.finite(_t.parse_duration(low_text, "latency"), "latency", low_text)
+    if not dots:
+        return (low, 0.0)
+    high = _t.finite(_t.parse_duration(high_text, "latency"), "latency", high_text)
+    if high < low:
+        raise _t.Syntax(f"latency range {text.strip()!r} ends before it starts")
+    return (low, high - low)
+
+
+def format_latency(args: tuple[Any, ...]) -> str:
+    """The text between the parentheses."""
+    seconds, jitter = args
+    if not jitter:
+        return _t.format_duration(seconds)
+    return f"{_t.format_duration(seconds)}..{_t.format_duration(seconds + jitter)}"
+
+
+# -- bandwidth(bytes_per_second) ----------------------------------------------------------------
+def normalise_bandwidth(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``(bytes_per_second,)``."""
+    _arity("bandwidth", args, 1, 1)
+    return (_bytes("bandwidth: rate", args[0], True),)
+
+
+def parse_bandwidth(text: str | None) -> tuple[Any, ...]:
+    """``64KB`` (bytes a second)."""
+    if text is None or not text.strip():
+        raise _t.Syntax("bandwidth needs a rate in bytes a second, as in bandwidth(64KB)")
+    return (_parse_size(text, "bandwidth"),)
+
+
+def format_bandwidth(args: tuple[Any, ...]) -> str:
+    """The text between the parentheses."""
+    return _format_size(args[0])
+
+
+# -- reset(after_bytes=0) -------------------------------------------------------------------------
+def normalise_reset(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``(bytes_first,)``."""
+    _arity("reset", args, 0, 1)
+    return (_bytes("reset: bytes", args[0] if args else 0, False),)
+
+
+def parse_reset(text: str | None) -> tuple[Any, ...]:
+    """Nothing, or ``1KB`` (the bytes let through first)."""
+    if text is None or not text.strip():
+        return (0,)
+    return (_parse_size(text, "reset"),)
+
+
+def format_reset(args: tuple[Any, ...]) -> str:
+    """The text between the parentheses ("" for none)."""
+    return _format_size(args[0]) if args[0] else ""
+
+
+# -- partition(seconds=None) ----------------------------------------------------------------------
+def normalise_partition(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``(seconds or None,)``."""
+    _arity("partition", args, 0, 1)
+    seconds = args[0] if args else None
+    return (None if seconds is None else _seconds("partition: seconds", seconds),)
+
+
+def parse_partition(text: str | None) -> tuple[Any, ...]:
+    """Nothing (until healed), or ``2s``."""
+    if text is None or not text.strip():
+        return (None,)
+    return (_t.finite(_t.parse_duration(text, "partition"), "partition", text),)
+
+
+def format_partition(args: tuple[Any, ...]) -> str:
+    """The text between the parentheses ("" for none)."""
+    return "" if args[0] is None else _t.format_duration(args[0])
+
+
+def fire_never(call: Call, index: int, term: Fault) -> None:  # pragma: no cover
+    """A network fault never fires at a queue operation (no operation is ``net``)."""
+
+
+# -- the proxy's view -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class NetFault:
-    """One network fault: what happens to a client's traffic (see the module docstring).
-
-    ``args``: latency ``(seconds, jitter)``; bandwidth ``(bytes_per_second,)``;
-    reset ``(bytes_first,)``; partition ``(seconds or None,)``.
-    """
+    """A network fault as the proxy applies it (made from a ``Fault`` by :func:`as_net`)."""
 
     action: str
-    args: tuple[Any, ...] = ()
-    who: str | None = None
-    nth: int | None = None
-    #: the last call index (inclusive) of ``nth..M``; None: no end
-    nth_end: int | None = None
-    nth_open: bool = False
+    args: tuple[Any, ...]
+    who: str | None
+    #: ``(lo, hi)`` call index intervals (hi None: open); empty: from the first byte
+    nth: tuple[tuple[int, int | None], ...]
+    spec: str
 
     def __str__(self) -> str:
-        target = "net"
-        if self.who is not None:
-            target += f"@{self.who}"
-        if self.nth is not None:
-            target += f"#{self.nth}"
-            if self.nth_open:
-                target += ".." + ("" if self.nth_end is None else str(self.nth_end))
-        a = self.action
-        if a == "latency":
-            d, j = self.args
-            arg = _fmt_duration(d) + (f"..{_fmt_duration(d + j)}" if j else "")
-            return f"{target}:latency({arg})"
-        if a == "bandwidth":
-            return f"{target}:bandwidth({_fmt_size(self.args[0])})"
-        if a == "reset":
-            return f"{target}:reset" + (f"({_fmt_size(self.args[0])})" if self.args[0] else "")
-        seconds = self.args[0]
-        return f"{target}:partition" + ("" if seconds is None else f"({_fmt_duration(seconds)})")
+        return self.spec
 
     def selects(self, client: str) -> bool:
         """Whether the fault applies to the client named ``client``."""
         return self.who is None or fnmatch.fnmatchcase(client, self.who)
 
+    @property
+    def first(self) -> int | None:
+        """The call index it starts at (None: the first byte)."""
+        return min(lo for lo, _ in self.nth) if self.nth else None
+
     def active_at(self, call: int) -> bool:
-        """Whether the fault applies once the client has made ``call`` queue calls."""
-        if self.nth is None:
+        """Whether a shaping fault (latency, bandwidth) applies after ``call`` calls."""
+        if not self.nth:
             return True
-        if self.nth_open:
-            return call >= self.nth and (self.nth_end is None or call <= self.nth_end)
-        return call >= self.nth
+        return any(call >= lo and (hi is None or call <= hi) for lo, hi in self.nth)
 
     @property
     def one_shot(self) -> bool:
-        """Whether the fault fires once (reset, partition) rather than shaping traffic."""
+        """Whether it fires once (reset, partition) rather than shaping traffic."""
         return self.action in ("reset", "partition")
 
 
-def parse_net(spec: str, source: str | None = None) -> NetFault:
-    """Parse one network fault spec; a ``NetFaultError`` names ``source`` and the problem."""
-    where = f" from {source}" if source else ""
-    m = _SPEC.match(spec)
-    if m is None:
-        raise NetFaultError(
-            f"bad network fault {spec!r}{where}: expected net[@who][#nth]:action[(args)]"
+def as_net(fault: Fault) -> NetFault:
+    """The proxy's view of network fault ``fault``; a FaultSpecError if it chains terms
+    or has a probability or count (which the proxy does not apply)."""
+    terms = list(fault.terms())
+    if len(terms) != 1 or fault.prob is not None or fault.times is not None:
+        raise FaultSpecError(
+            f"network fault '{fault}': one action, without a probability or a count"
         )
-    action = m["action"]
-    if action not in NET_ACTIONS:
-        raise NetFaultError(
-            f"bad network fault {spec!r}{where}: unknown action {action!r} "
-            f"(expected one of: {', '.join(NET_ACTIONS)})"
-        )
-    raw = (m["args"] or "").strip()
-    nth = nth_end = None
-    nth_open = False
-    if m["nth"]:
-        first, _, rest = m["nth"].partition("..")
-        nth = int(first)
-        nth_open = ".." in m["nth"]
-        nth_end = int(rest) if rest else None
-        if nth < 1 or (nth_end is not None and nth_end < nth):
-            raise NetFaultError(f"bad network fault {spec!r}{where}: bad call index {m['nth']!r}")
-    try:
-        args: tuple[Any, ...]
-        if action == "latency":
-            if not raw:
-                raise NetFaultError(f"bad network fault {spec!r}: latency needs a duration")
-            low, _, high = raw.partition("..")
-            d = _duration(low, spec)
-            d2 = _duration(high, spec) if high else d
-            if d2 < d:
-                raise NetFaultError(f"bad network fault {spec!r}: the range ends before it starts")
-            args = (d, d2 - d)
-        elif action == "bandwidth":
-            if not raw:
-                raise NetFaultError(f"bad network fault {spec!r}: bandwidth needs a rate")
-            rate = _size(raw, spec)
-            if rate <= 0:
-                raise NetFaultError(f"bad network fault {spec!r}: the rate must be positive")
-            args = (rate,)
-        elif action == "reset":
-            args = (_size(raw, spec) if raw else 0,)
-        else:
-            args = (_duration(raw, spec) if raw else None,)
-    except NetFaultError as e:
-        raise NetFaultError(f"{e}{where}") from None
-    return NetFault(action, args, m["who"], nth, nth_end, nth_open)
+    nth = tuple(fault.nth or ())
+    return NetFault(fault.action, tuple(fault.args), fault.who, nth, str(fault))

@@ -43,7 +43,7 @@ from . import peers as _peers
 from . import state as _st
 from .events import Recorder
 from .fqueue import FaultQueue
-from .netfaults import NetFault
+from .netfaults import NetFault, as_net
 
 __all__ = ["KINDS", "ServeConfig", "main"]
 
@@ -70,7 +70,6 @@ class ServeConfig:
         authkey: bytes,
         run: _st.RunInfo,
         faults: list[Any],
-        net: list[NetFault],
     ) -> None:
         self.name = name
         self.kind = kind
@@ -78,9 +77,8 @@ class ServeConfig:
         self.address = address
         self.authkey = authkey
         self.run = run
-        #: queue faults (``Fault`` objects)
+        #: the plan (``Fault`` objects; those of op ``net`` apply in the proxy)
         self.faults = faults
-        self.net = net
 
 
 # -- clients ------------------------------------------------------------------------------
@@ -98,6 +96,17 @@ class _ClientState(_st.ProcessState):
         self._gate_seq = 0
         self.lock = threading.RLock()
         self.plan_marked = False
+
+    def kill_self(self, sig: int) -> None:
+        """A ``kill`` fault at the server kills the client's process (never the server)."""
+        if self.pid > 0 and not self.is_controller:
+            try:
+                os.kill(self.pid, sig)
+            except OSError:
+                pass
+
+    def exit_self(self, code: int) -> None:  # pragma: no cover - refused by serve()
+        """No ``exit`` at a server: a program's exit code is its own."""
 
     def pause_self(self, seconds: float) -> None:
         """Stop the client's process for ``seconds`` (SIGSTOP ... SIGCONT)."""
@@ -126,23 +135,6 @@ class _ClientQueue(FaultQueue):
             st.plan_marked = True
             st.recorder.mark("plan", self._name, json.dumps(self._specs))
         return st
-
-    def _die(self, st: _st.ProcessState, index: int, term: Any, op: str) -> None:
-        """A ``kill`` fault kills the client's process (never the server)."""
-        rec = st.recorder
-        sig = term.args[1] if term.action == "kill" else signal.SIGKILL
-        when = term.args[0] if term.action == "kill" else term.args[1]
-        try:
-            signame = signal.Signals(sig).name
-        except ValueError:
-            signame = f"signal {sig}"
-        rec.mark("fault", self._name, f"{op}: kill {signame} ({when}) [{term}]", index)
-        rec.mark("kill", self._name, signame, index)
-        if st.pid > 0 and not st.is_controller:
-            try:
-                os.kill(st.pid, sig)
-            except OSError:
-                pass
 
 
 class _Client:
@@ -182,7 +174,9 @@ class _Server(Server):
         self.cfg = cfg
         self.queue = cls(cfg.maxsize)
         self.dispatch = _dispatcher(ops)(self)
-        self.specs = [str(f) for f in cfg.faults] + [str(f) for f in cfg.net]
+        self.specs = [str(f) for f in cfg.faults]
+        #: the network faults, by plan index
+        self.net = [(i, as_net(f)) for i, f in enumerate(cfg.faults) if f.op == "net"]
         self._tls = threading.local()
         self._lock = threading.Lock()
         self._clients: dict[tuple[str, int], _Client] = {}
@@ -290,8 +284,7 @@ class _Server(Server):
         with self._lock:
             n = self.nets.get(name)
             if n is None:
-                base = len(self.cfg.faults)
-                faults = [(base + i, f) for i, f in enumerate(self.cfg.net) if f.selects(name)]
+                faults = [(i, f) for i, f in self.net if f.selects(name)]
                 n = _NetState(self, name, faults)
                 self.nets[name] = n
             return n
@@ -395,7 +388,7 @@ class _NetState:
     def on_start(self, link: _Link) -> None:
         """A connection starts: faults without a call index that fire once fire now."""
         for index, f in self.faults:
-            if f.nth is None and f.one_shot:
+            if f.first is None and f.one_shot:
                 self._fire(index, f, link)
 
     def on_call(self, link: _Link) -> None:
@@ -404,7 +397,7 @@ class _NetState:
             self.calls += 1
             n = self.calls
         for index, f in self.faults:
-            if f.nth is not None and f.one_shot and n == f.nth:
+            if f.first is not None and f.one_shot and n == f.first:
                 self._fire(index, f, link)
 
     def _fire(self, index: int, f: NetFault, link: _Link) -> None:

@@ -40,13 +40,14 @@ __all__ = [
 GATES_DIR = "gates"
 COORD_SOCK = "coord.sock"
 
-_generation = 0
+#: a number that changes in every forked child (read directly on the hot path)
+fork_generation = 0
 _lock = threading.Lock()
 
 
 def _after_fork() -> None:
-    global _generation, _lock
-    _generation += 1
+    global fork_generation, _lock
+    fork_generation += 1
     _states.clear()
     _lock = threading.Lock()
 
@@ -56,7 +57,7 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def generation() -> int:
     """A number that changes in every forked child (cheap staleness check)."""
-    return _generation
+    return fork_generation
 
 
 def derive_seed(*parts: object) -> int:
@@ -152,6 +153,15 @@ class ProcessState:
         return r
 
     # -- process-level actions -------------------------------------------------------
+    def kill_self(self, sig: int) -> None:
+        """A ``kill`` fault: this process kills itself (a served queue's server kills
+        the client instead)."""
+        os.kill(os.getpid(), sig)
+
+    def exit_self(self, code: int) -> None:
+        """An ``exit`` fault: ``os._exit(code)``."""
+        os._exit(code)
+
     def pause_self(self, seconds: float) -> None:
         """Stop this whole process (every thread) with SIGSTOP for ``seconds``.
 

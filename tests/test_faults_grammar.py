@@ -338,7 +338,7 @@ _EXCEPTIONS: list[tuple[str, str]] = [
     ("queue", "Empty"),
     ("json.decoder", "JSONDecodeError"),
 ]
-_SELECTORS = [None, "*", *sorted(OPS)]
+_SELECTORS = [None, "*", *sorted(OPS), "net"]
 
 
 def _rand_term(rng: random.Random, op: str | None) -> Fault:
@@ -365,6 +365,14 @@ def _rand_term(rng: random.Random, op: str | None) -> Fault:
     if action == "return":
         value = rng.randint(-3, 2**40) if op == "qsize" else rng.random() < 0.5
         return return_(value, op=op, **kw)
+    if action == "latency":  # network faults (op net: only as the first term)
+        jitter = _rand_float(rng) if rng.random() < 0.5 else 0.0
+        return Fault(action, (_rand_float(rng), jitter), op="net", **kw)
+    if action in ("bandwidth", "reset"):
+        return Fault(action, (rng.randint(action == "bandwidth", 2**40),), op="net", **kw)
+    if action == "partition":
+        seconds = None if rng.random() < 0.3 else _rand_float(rng)
+        return Fault(action, (seconds,), op="net", **kw)
     return Fault(action, (), **kw)
 
 
@@ -451,7 +459,7 @@ ERRORS = [
     (
         "pt:drop",
         "unknown op 'pt' (expected one of: put, put_nowait, get, get_nowait, qsize, empty, full,"
-        " close, join_thread, cancel_join_thread, task_done, join, *)",
+        " close, join_thread, cancel_join_thread, task_done, join, *, net)",
     ),
     ("get:full", "action 'full' does not apply to op 'get' (it applies to: put, put_nowait)"),
     (
@@ -685,6 +693,10 @@ def test_constants() -> None:
         "return",
         "off",
         "gate",
+        "latency",
+        "bandwidth",
+        "reset",
+        "partition",
     )
 
 

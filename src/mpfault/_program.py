@@ -130,8 +130,15 @@ class Program:
     """An independent program started by :meth:`Harness.program`."""
 
     def __init__(
-        self, harness: Harness, name: str, argv: list[str], popen: subprocess.Popen[bytes],
-        out_path: str, err_path: str, armed_dir: str, stack_sock: str,
+        self,
+        harness: Harness,
+        name: str,
+        argv: list[str],
+        popen: subprocess.Popen[bytes],
+        out_path: str,
+        err_path: str,
+        armed_dir: str,
+        stack_sock: str,
     ) -> None:
         self._harness = harness
         self.name = name

@@ -301,8 +301,12 @@ def _start_server(harness: Harness, cfg: _served.ServeConfig, net: list[NetFault
     try:
         with open(err_path, "wb") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-c", "from mpfault._runtime.served import entry; entry()",
-                 str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-c",
+                    "from mpfault._runtime.served import entry; entry()",
+                    str(theirs.fileno()),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=err,
                 stderr=err,

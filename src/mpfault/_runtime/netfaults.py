@@ -70,7 +70,9 @@ def _parse_size(text: str, what: str) -> int:
     m = _SIZE.match(text)
     if m is None:
         raise _t.Syntax(f"{what}: {text.strip()!r} is not a size (500B, 64KB, 1MB)")
-    return int(float(m["n"]) * _SIZES[m["unit"]])
+    from decimal import Decimal
+
+    return int(Decimal(m["n"]) * _SIZES[m["unit"]])
 
 
 def _format_size(n: int) -> str:
@@ -94,17 +96,24 @@ def normalise_latency(args: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 def parse_latency(text: str | None) -> tuple[Any, ...]:
-    """``50ms`` or ``10ms..80ms``."""
+    """``50ms`` or ``10ms..80ms`` (exact, as ``delay`` is)."""
+    import decimal
+
     if text is None or not text.strip():
         raise _t.Syntax(f"latency needs {_t.DURATION_HINT}, as in latency(50ms)")
     low_text, dots, high_text = text.strip().partition("..")
-    low = _t.finite(_t.parse_duration(low_text, "latency"), "latency", low_text)
+    low = _t.parse_duration(low_text, "latency")
+    seconds = _t.finite(low, "latency", low_text)
     if not dots:
-        return (low, 0.0)
-    high = _t.finite(_t.parse_duration(high_text, "latency"), "latency", high_text)
+        return (seconds, 0.0)
+    high = _t.parse_duration(high_text, "latency upper bound")
     if high < low:
         raise _t.Syntax(f"latency range {text.strip()!r} ends before it starts")
-    return (low, high - low)
+    try:
+        jitter = _t.exact().subtract(high, low)
+    except decimal.DecimalException:
+        raise _t.Syntax(f"latency range {text.strip()!r} is too large") from None
+    return (seconds, _t.finite(jitter, "latency range", text))
 
 
 def format_latency(args: tuple[Any, ...]) -> str:
@@ -112,7 +121,9 @@ def format_latency(args: tuple[Any, ...]) -> str:
     seconds, jitter = args
     if not jitter:
         return _t.format_duration(seconds)
-    return f"{_t.format_duration(seconds)}..{_t.format_duration(seconds + jitter)}"
+    low = _t.float_decimal(seconds)
+    high = _t.exact().add(low, _t.float_decimal(jitter))
+    return f"{_t.format_duration_decimal(low)}..{_t.format_duration_decimal(high)}"
 
 
 # -- bandwidth(bytes_per_second) ----------------------------------------------------------------

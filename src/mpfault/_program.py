@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._errors import MpfaultError
 from ._runtime import bootstrap as _bootstrap
@@ -372,7 +372,7 @@ def program(
                 env=full_env,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=child_setup,  # noqa: PLW1509 - prctl and a file, nothing more
+                preexec_fn=child_setup,
                 close_fds=True,
             )
         except OSError as e:

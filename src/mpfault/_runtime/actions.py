@@ -16,7 +16,6 @@ from __future__ import annotations
 import builtins
 import importlib
 import math
-import os
 import queue as _queue
 import re
 import signal as _signal

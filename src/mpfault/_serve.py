@@ -358,3 +358,70 @@ def close(harness: Harness) -> list[str]:
         except Exception as e:
             problems.append(f"stopping served queue {s.name!r}: {type(e).__name__}: {e}")
     return problems
+
+
+def describe(harness: Harness, history: Any = None) -> str:
+    """What a report says about the harness's served queues and programs: each queue's
+    traffic by client, what was lost (or that nothing was), refused connections, the
+    network faults fired, and each program's fate with its last operation."""
+    st = harness.__dict__.get("_serve_state")
+    if st is None:
+        return ""
+    hist = harness.history if history is None else history
+    lines: list[str] = []
+    for s in st.served:
+        evs = [e for e in hist.events if e.queue == s.name]
+        lines.append(f"served queue {s.name!r} ({s.kind} at {s.host_port}):")
+        by: dict[str, list[int]] = {}
+        for e in evs:
+            counts = by.setdefault(e.process, [0, 0])
+            if e.outcome == "ok" and e.op.startswith("put"):
+                counts[0] += 1
+            elif e.outcome == "ok" and e.op.startswith("get"):
+                counts[1] += 1
+        for who, (puts, gets) in by.items():
+            lines.append(f"  {who}: {puts} put, {gets} got (acknowledged by the server)")
+        lost = hist.lost(s.name)
+        if lost:
+            shown = ", ".join(f"{i.value} (by {i.process})" for i in lost[:10])
+            more = f", ... {len(lost) - 10} more" if len(lost) > 10 else ""
+            lines.append(
+                f"  put, never got: {len(lost)} item(s) (in the server's queue at the end, "
+                f"unless a drop fault took them): {shown}{more}"
+            )
+        else:
+            lines.append(
+                "  nothing lost: every item the server acknowledged was got (what a client "
+                "sent that never reached the server is not in the history)"
+            )
+        for p in st.programs:
+            code = p.exitcode
+            mine = [e for e in evs if e.pid == p.pid]
+            if code is not None and code < 0 and mine:
+                e = mine[-1]
+                if e.op.startswith("get") and e.outcome == "ok":
+                    lines.append(
+                        f"  lost in transit: {e.result} (the server handed it to {p.name}, "
+                        f"which was killed before it could use it)"
+                    )
+        pending = [e for e in evs if e.end is None]
+        for e in pending:
+            what = f"{e.op}({e.item or ''})"
+            lines.append(f"  in flight at the server, no reply sent: {what} by {e.process}")
+        for m in hist.marks:
+            if m.kind == "refused" and m.queue == s.name:
+                lines.append(f"  refused: {m.process} (pid {m.pid}): {m.detail}")
+        for spec, n in hist.fired().items():
+            if spec.startswith(f"{s.name}: net") and n:
+                lines.append(f"  network fault {spec.split(': ', 1)[1]} fired {n} time(s)")
+        for m in hist.marks:
+            if m.kind == "net" and m.queue == s.name:
+                lines.append(f"  net {m.process}: {m.detail} (t={m.time - hist.t0:.3f}s)")
+    if st.programs:
+        lines.append("programs:")
+        for p in st.programs:
+            lines.append(f"  {p.describe()}")
+            last = hist.last_operation(p.pid)
+            if last:
+                lines.append(f"    its last queue operation (at the server): {last}")
+    return "\n".join(lines)

@@ -83,7 +83,7 @@ def _assert_nothing_left(pytester: pytest.Pytester) -> None:
             assert not os.path.exists(f"/proc/{pid}"), f"process {pid} left after teardown"
 
 
-SHARE = '''
+SHARE = """
 def test_share(mpfault):
     served = mpfault.serve()
     address, authkey = served
@@ -139,7 +139,7 @@ def test_not_loopback_needs_opt_in(mpfault):
         mpfault.serve(faults=["put:exit(3)"])
     with pytest.raises(Exception, match="bad fault spec 'net:drop'"):
         mpfault.serve(faults=["net:drop"])
-'''
+"""
 
 
 def test_plain_programs_share_a_served_queue(pytester: pytest.Pytester) -> None:
@@ -149,7 +149,7 @@ def test_plain_programs_share_a_served_queue(pytester: pytest.Pytester) -> None:
     _assert_nothing_left(pytester)
 
 
-KILL = '''
+KILL = """
 def test_killed_after_third_put(mpfault):
     served = mpfault.serve(faults=["put@producer#3:kill(after)"])
     producer = run(mpfault, "producer", 10)
@@ -174,7 +174,7 @@ def test_consumer_killed_after_a_get(mpfault):
     assert consumer.wait(60) == -9
     note(mpfault, served)
     assert False, "show the report"
-'''
+"""
 
 
 def test_a_killed_program_and_what_the_report_says(pytester: pytest.Pytester) -> None:
@@ -200,7 +200,7 @@ def test_a_killed_program_and_what_the_report_says(pytester: pytest.Pytester) ->
     _assert_nothing_left(pytester)
 
 
-NET = '''
+NET = """
 def test_partition_then_heal(mpfault):
     served = mpfault.serve(faults=["net@producer#4:partition(2s)"])
     consumer = run(mpfault, "consumer", env={"GET_TIMEOUT": "0.3"})
@@ -263,7 +263,7 @@ def test_wrong_authkey_is_refused(mpfault):
     assert "digest received was wrong" in refused[0].detail
     assert mpfault.history.ops("put") == []
     note(mpfault, served)
-'''
+"""
 
 
 def test_network_faults_and_a_wrong_key(pytester: pytest.Pytester) -> None:

@@ -16,7 +16,9 @@ class QueueManager(BaseManager):
 
 QueueManager.register("get_queue")
 host, port = os.environ["MPFAULT_QUEUE"].rsplit(":", 1)
-manager = QueueManager(address=(host, int(port)), authkey=bytes.fromhex(os.environ["MPFAULT_AUTHKEY"]))
+manager = QueueManager(
+    address=(host, int(port)), authkey=bytes.fromhex(os.environ["MPFAULT_AUTHKEY"])
+)
 manager.connect()
 queue = manager.get_queue()
 timeout = float(os.environ.get("GET_TIMEOUT", "10"))

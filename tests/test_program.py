@@ -59,10 +59,12 @@ def test_exit_code_output_and_environment(tmp_path) -> None:
         )
         p = h.program([PY, "-c", code], name="envy", cwd=str(tmp_path))
         assert p.wait(30) == 3
-        assert p.exitcode == 3 and not p.is_alive()
+        assert p.exitcode == 3
+        assert not p.is_alive()
         out, err = p.output()
         name, q, q1, key, cwd = out.split()
-        assert name == "envy" and q == q1 == served.host_port
+        assert name == "envy"
+        assert q == q1 == served.host_port
         assert bytes.fromhex(key) == served.authkey
         assert cwd == str(tmp_path)
         assert err == "oops\n"
@@ -78,7 +80,8 @@ def test_kill_pause_resume_and_stack(tmp_path) -> None:
         assert p.name == "waiter"
         ready.wait()
         stack = p.stack(timeout=10)
-        assert "in block_here" in stack and "event.wait()" in stack
+        assert "in block_here" in stack
+        assert "event.wait()" in stack
         assert "Thread MainThread" in stack
         p.pause()
         assert "stopped by SIGSTOP" in p.stack()
@@ -96,7 +99,7 @@ def test_a_program_that_is_not_python_has_no_stack_and_is_not_signalled() -> Non
         assert p.name == "sleep"
         assert "no stack" in p.stack()
         assert p.is_alive()  # SIGUSR2 was not sent: it would have killed sleep
-        with pytest.raises(Hang, match="wait\\(timeout=0.2\\) of program 'sleep'"):
+        with pytest.raises(Hang, match=r"wait\(timeout=0.2\) of program 'sleep'"):
             p.wait(0.2)
 
 

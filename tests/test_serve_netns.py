@@ -101,7 +101,8 @@ def test_programs_in_other_namespaces_share_a_served_queue(netns: Netns) -> None
         assert "got " + str(list(range(20))) in consumer.output()[0]
         hist = h.history
         puts = hist.ops("put", process="producer")
-        assert len(puts) == 21 and {e.pid for e in puts} == {producer.pid}
+        assert len(puts) == 21
+        assert {e.pid for e in puts} == {producer.pid}
         assert len(hist.ops("get", process="consumer")) == 21
         hist.assert_no_loss()
         hist.assert_no_duplicates()
@@ -112,7 +113,8 @@ def test_programs_in_other_namespaces_share_a_served_queue(netns: Netns) -> None
         assert fired["s1: net@consumer:latency(1ms..3ms)"] == 1
         assert fired["s1: put@producer#5:delay(10ms)"] == 1
         port = served.address[1]
-    listening = open("/proc/net/tcp").read().split("\n")[1:]
+    with open("/proc/net/tcp") as f:
+        listening = f.read().split("\n")[1:]
     assert not [x for x in listening if x.split()[3:4] == ["0A"] and f":{port:04X}" in x]
 
 

@@ -203,11 +203,11 @@ class ServeState:
 
 def state(harness: Harness) -> ServeState:
     """The harness's served queues and programs (made on first use)."""
-    st = harness.__dict__.get("_serve_state")
+    st: ServeState | None = harness.__dict__.get("_serve_state")
     if st is None:
         st = ServeState(harness)
         harness.__dict__["_serve_state"] = st
-    return st  # type: ignore[no-any-return]
+    return st
 
 
 def _check_address(address: Any, allow_remote: bool) -> tuple[str, int]:

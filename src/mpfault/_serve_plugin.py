@@ -24,10 +24,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     st = None if harness is None else harness.__dict__.get("_serve_state")
     if st is not None:
         shown = item.stash.setdefault(_SHOWN, {})
-        if harness.closed:  # type: ignore[union-attr]
-            outputs = st.outputs
-        else:
-            outputs = {p.name: p.output() for p in st.programs}
+        live = not harness.closed  # type: ignore[union-attr]
+        outputs = {p.name: p.output() for p in st.programs} if live else st.outputs
         for name, (out, err) in outputs.items():
             o, e = shown.get(name, (0, 0))
             if len(out) > o:

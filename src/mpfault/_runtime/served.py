@@ -184,8 +184,10 @@ class _Server(Server):
         self.proxied: dict[tuple[str, int], tuple[str, int]] = {}
         self.nets: dict[str, _NetState] = {}
         self.proxies: dict[str, _Proxy] = {}
-        registry = {"get_queue": (lambda: self.dispatch, None, None, None)}
-        super().__init__(registry, cfg.address, cfg.authkey, "pickle")  # type: ignore[no-untyped-call]
+        registry: dict[str, Any] = {"get_queue": (lambda: self.dispatch, None, None, None)}
+        super().__init__(registry, cfg.address, cfg.authkey, "pickle")
+        #: (host, port) the server listens on
+        self.tcp: tuple[str, int] = tuple(self.address)  # type: ignore[arg-type,assignment]
 
     # -- who is calling -----------------------------------------------------------------
     def client(self, name: str, pid: int) -> _Client:
@@ -219,10 +221,10 @@ class _Server(Server):
         return self.client(f"client@{peer[0]}", 0)
 
     def _client(self) -> _Client:
-        c = getattr(self._tls, "client", None)
+        c: _Client | None = getattr(self._tls, "client", None)
         if c is None:  # pragma: no cover - every serving thread is named first
             c = self.client("unknown", 0)
-        return c  # type: ignore[no-any-return]
+        return c
 
     # -- connections ----------------------------------------------------------------------
     def _handle_request(self, c: Connection) -> None:
@@ -562,7 +564,7 @@ class _Proxy:
         self.server = server
         self.name = name
         self.net = net
-        host = server.address[0]
+        host = server.tcp[0]
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
@@ -585,10 +587,10 @@ class _Proxy:
             if self.net.pid == 0:
                 self.net.pid = pid
             up = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            up.bind((self.server.address[0], 0))
+            up.bind((self.server.tcp[0], 0))
             key = up.getsockname()[:2]
             self.server.proxied[(key[0], key[1])] = (self.name, pid)
-            up.connect(self.server.address)
+            up.connect(self.server.tcp)
         except OSError:
             down.close()
             return
@@ -605,7 +607,7 @@ def main(cfg: ServeConfig, control: Connection) -> None:
     control.send(("address", srv.address))
     threading.Thread(target=srv.control_loop, args=(control,), daemon=True).start()
     try:
-        srv.serve_forever()  # type: ignore[no-untyped-call]
+        srv.serve_forever()
     finally:
         sys.stdout.flush()
         os._exit(0)

@@ -35,6 +35,9 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=30)
 
 
+_COUNT = [0]
+
+
 @pytest.fixture
 def netns() -> Iterator[Netns]:
     """Two network namespaces, each linked to this one by a veth pair."""
@@ -42,10 +45,12 @@ def netns() -> Iterator[Netns]:
         pytest.skip("network namespaces need root (CI runs as root)")
     if shutil.which("ip") is None:
         pytest.skip("the ip command (iproute2) is not installed")
-    tag = f"{os.getpid() % 100000}"
-    k = os.getpid() % 250 + 1
+    _COUNT[0] += 1
+    tag = f"{os.getpid() % 100000}{_COUNT[0] % 100}"
+    k = (os.getpid() + _COUNT[0]) % 250 + 1
     names = [f"mpf{tag}n{i}" for i in (1, 2)]
     made: list[str] = []
+    links: list[str] = []
     try:
         try:
             _ip("netns", "add", names[0])
@@ -61,6 +66,7 @@ def netns() -> Iterator[Netns]:
             base = 4 * i
             here, there = f"10.231.{k}.{base + 1}", f"10.231.{k}.{base + 2}"
             _ip("link", "add", host, "type", "veth", "peer", "name", peer)
+            links.append(host)
             _ip("link", "set", peer, "netns", ns)
             _ip("addr", "add", f"{here}/30", "dev", host)
             _ip("link", "set", host, "up")
@@ -71,7 +77,9 @@ def netns() -> Iterator[Netns]:
             clients.append(there)
         yield Netns(names, server_ip, clients)
     finally:
-        for ns in made:  # deleting a namespace deletes its veth ends, and their peers
+        for link in links:  # deleting one end of a veth pair deletes both (at once)
+            subprocess.run(["ip", "link", "del", link], capture_output=True, timeout=30)
+        for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 

@@ -277,3 +277,56 @@ def test_network_faults_and_a_wrong_key(pytester: pytest.Pytester) -> None:
         ]
     )
     _assert_nothing_left(pytester)
+
+
+# -- the guide's programs -------------------------------------------------------------------
+
+EXAMPLES = Path(__file__).parent.parent / "docs" / "examples"
+
+
+def test_the_guides_code_is_the_example_programs_code() -> None:
+    guide = (Path(__file__).parent.parent / "docs" / "guide.md").read_text()
+    chapter = guide.split("## Independently started programs", 1)[1].split("### The same", 1)[0]
+    blocks = chapter.split("```python\n")[1:]
+    assert len(blocks) == 2
+    files = {n: (EXAMPLES / n).read_text() for n in ("shared_server.py", "shared_producer.py")}
+    for block, name in zip(blocks, files):
+        code = block.split("```", 1)[0]
+        assert code in files[name], f"the guide's {name} is not the file's"
+
+
+def test_the_guides_programs_without_mpfault(tmp_path: Path) -> None:
+    """Server, consumer and producer started by hand, as the guide says (no harness)."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen(
+        [sys.executable, "shared_server.py", "0"],
+        cwd=EXAMPLES,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline().split()
+        assert line[0] == "export"
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+        env.update(dict(x.split("=", 1) for x in line[1:]))
+        consumer = subprocess.Popen(
+            [sys.executable, "shared_consumer.py"],
+            cwd=EXAMPLES,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        producer = subprocess.run(
+            [sys.executable, "shared_producer.py", "5"], cwd=EXAMPLES, env=env, timeout=60
+        )
+        assert producer.returncode == 0
+        out, _ = consumer.communicate(timeout=60)
+        assert consumer.returncode == 0
+        assert "Consumer: done; got [0, 1, 2, 3, 4]" in out
+    finally:
+        server.kill()
+        server.wait(10)

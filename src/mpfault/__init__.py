@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "HistoryError": "._runtime.errors",
     "Item": "._history",
     "Mark": "._runtime.reader",
+    "Program": "._program",
+    "Served": "._serve",
     "MpfaultError": "._runtime.errors",
     "SpawnError": "._runtime.errors",
     "TimingError": "._runtime.errors",
@@ -70,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._harness import default_start_methods as default_start_methods
     from ._history import History as History
     from ._history import Item as Item
+    from ._program import Program as Program
     from ._runtime.errors import ChildError as ChildError
     from ._runtime.errors import FaultSpecError as FaultSpecError
     from ._runtime.errors import Hang as Hang
@@ -81,5 +84,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from ._runtime.model import Fault as Fault
     from ._runtime.reader import Event as Event
     from ._runtime.reader import Mark as Mark
+    from ._serve import Served as Served
     from ._timing import expect_immediate as expect_immediate
     from ._timing import expect_timeout as expect_timeout

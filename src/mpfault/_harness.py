@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     import pytest
 
     from ._config import Settings
+    from ._program import Program
+    from ._serve import Served
 
 __all__ = [
     "QUEUE_KINDS",
@@ -372,7 +374,7 @@ class Harness:
         address: tuple[str, int] = ("127.0.0.1", 0),
         authkey: bytes | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> Served:
         """Serve a queue to independently started programs through a manager server;
         return its :class:`mpfault.Served` (``address, authkey = h.serve()``).
         Options: ``name``, ``faults`` (queue and ``net`` faults), ``allow_remote``."""
@@ -380,7 +382,7 @@ class Harness:
 
         return _serve.serve(self, kind, maxsize, address, authkey, **options)
 
-    def program(self, argv: Sequence[str], **options: Any) -> Any:
+    def program(self, argv: Sequence[str], **options: Any) -> Program:
         """Start an independent program (any command) with the served queues'
         addresses and authkey in its environment; return its :class:`mpfault.Program`.
         Options: ``name``, ``env``, ``cwd``."""

@@ -154,15 +154,14 @@ class _Dispatch:
 
 
 def _dispatcher(ops: tuple[str, ...]) -> type[_Dispatch]:
-    ns: dict[str, Any] = {}
-    for op in ops:
-
-        def call(self: _Dispatch, *args: Any, _op: str = op, **kwargs: Any) -> Any:
-            return getattr(self._server._client().fq, _op)(*args, **kwargs)
+    def method(op: str) -> Any:
+        def call(self: _Dispatch, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self._server._client().fq, op)(*args, **kwargs)
 
         call.__name__ = op
-        ns[op] = call
-    return type("ServedQueue", (_Dispatch,), ns)
+        return call
+
+    return type("ServedQueue", (_Dispatch,), {op: method(op) for op in ops})
 
 
 # -- the server ---------------------------------------------------------------------------

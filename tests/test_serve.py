@@ -290,7 +290,7 @@ def test_the_guides_code_is_the_example_programs_code() -> None:
     blocks = chapter.split("```python\n")[1:]
     assert len(blocks) == 2
     files = {n: (EXAMPLES / n).read_text() for n in ("shared_server.py", "shared_producer.py")}
-    for block, name in zip(blocks, files):
+    for block, name in zip(blocks, files, strict=True):
         code = block.split("```", 1)[0]
         assert code in files[name], f"the guide's {name} is not the file's"
 

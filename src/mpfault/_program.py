@@ -418,3 +418,6 @@ def stop_all(programs: list[Program], grace: float) -> list[str]:
 
 if sys.platform != "linux":  # pragma: no cover
     raise ImportError("mpfault programs need Linux")
+
+
+Program.__module__ = "mpfault"  # its public name

@@ -425,3 +425,6 @@ def describe(harness: Harness, history: Any = None) -> str:
             if last:
                 lines.append(f"    its last queue operation (at the server): {last}")
     return "\n".join(lines)
+
+
+Served.__module__ = "mpfault"  # its public name

@@ -19,6 +19,7 @@ from mpfault._runtime.faults import OPS as OPS
 from mpfault._runtime.faults import PUT_OPS as PUT_OPS
 from mpfault._runtime.faults import Fault as Fault
 from mpfault._runtime.faults import FaultSpecError as FaultSpecError
+from mpfault._runtime.faults import bandwidth as bandwidth
 from mpfault._runtime.faults import chain as chain
 from mpfault._runtime.faults import delay as delay
 from mpfault._runtime.faults import drop as drop
@@ -29,10 +30,13 @@ from mpfault._runtime.faults import format_plan as format_plan
 from mpfault._runtime.faults import full as full
 from mpfault._runtime.faults import gate as gate
 from mpfault._runtime.faults import kill as kill
+from mpfault._runtime.faults import latency as latency
 from mpfault._runtime.faults import off as off
 from mpfault._runtime.faults import parse as parse
+from mpfault._runtime.faults import partition as partition
 from mpfault._runtime.faults import pause as pause
 from mpfault._runtime.faults import raise_ as raise_
+from mpfault._runtime.faults import reset as reset
 from mpfault._runtime.faults import return_ as return_
 
 __all__ = [
@@ -43,6 +47,7 @@ __all__ = [
     "PUT_OPS",
     "Fault",
     "FaultSpecError",
+    "bandwidth",
     "chain",
     "delay",
     "drop",
@@ -53,9 +58,12 @@ __all__ = [
     "full",
     "gate",
     "kill",
+    "latency",
     "off",
     "parse",
+    "partition",
     "pause",
     "raise_",
+    "reset",
     "return_",
 ]

@@ -14,6 +14,7 @@ from .errors import FaultSpecError
 from .model import ANY, Fault, NthSelector, make_tail
 
 __all__ = [
+    "bandwidth",
     "chain",
     "delay",
     "drop",
@@ -23,9 +24,12 @@ __all__ = [
     "full",
     "gate",
     "kill",
+    "latency",
     "off",
+    "partition",
     "pause",
     "raise_",
+    "reset",
     "return_",
 ]
 
@@ -324,3 +328,35 @@ def chain(first: Fault, *rest: Fault) -> Fault:
         item=head.item,
         next=tail,
     )
+
+
+# -- network faults (op ``net``: a served queue's proxy applies them; see netfaults.py) ------
+
+
+def latency(
+    seconds: float, jitter: float = 0.0, *, who: str | None = None, nth: NthSelector = None
+) -> Fault:
+    """Hold every message of the client's connections ``seconds`` (plus a seeded jitter up to
+    ``jitter``), both ways (spec: ``net@who:latency(20ms)``, ``latency(10ms..50ms)``).
+
+    ``who``: the client's (program's) name, a glob; ``nth``: from which of its queue calls."""
+    return _build("latency", (seconds, jitter), "net", who, nth, None, None, ANY)
+
+
+def bandwidth(bytes_per_second: int, *, who: str | None = None, nth: NthSelector = None) -> Fault:
+    """Let at most ``bytes_per_second`` through each way (spec: ``net:bandwidth(64KB)``)."""
+    return _build("bandwidth", (bytes_per_second,), "net", who, nth, None, None, ANY)
+
+
+def reset(after_bytes: int = 0, *, who: str | None = None, nth: NthSelector = None) -> Fault:
+    """Reset the client's connection (TCP RST), at once or after ``after_bytes`` more bytes
+    (spec: ``net@consumer#3:reset``, ``reset(1KB)``)."""
+    return _build("reset", (after_bytes,), "net", who, nth, None, None, ANY)
+
+
+def partition(
+    seconds: float | None = None, *, who: str | None = None, nth: NthSelector = None
+) -> Fault:
+    """Let nothing through either way for ``seconds`` (None: until ``Served.heal``), then
+    what was held (spec: ``net@producer#4:partition(2s)``, ``partition``)."""
+    return _build("partition", (seconds,), "net", who, nth, None, None, ANY)

@@ -46,6 +46,7 @@ from .actions import ACTIONS as ACTIONS
 from .actions import GET_OPS as GET_OPS
 from .actions import OPS as OPS
 from .actions import PUT_OPS as PUT_OPS
+from .builders import bandwidth as bandwidth
 from .builders import chain as chain
 from .builders import delay as delay
 from .builders import drop as drop
@@ -55,9 +56,12 @@ from .builders import exit as exit
 from .builders import full as full
 from .builders import gate as gate
 from .builders import kill as kill
+from .builders import latency as latency
 from .builders import off as off
+from .builders import partition as partition
 from .builders import pause as pause
 from .builders import raise_ as raise_
+from .builders import reset as reset
 from .builders import return_ as return_
 from .errors import FaultSpecError as FaultSpecError
 from .grammar import format_plan as format_plan
@@ -74,6 +78,7 @@ __all__ = [
     "PUT_OPS",
     "Fault",
     "FaultSpecError",
+    "bandwidth",
     "chain",
     "delay",
     "drop",
@@ -84,9 +89,12 @@ __all__ = [
     "full",
     "gate",
     "kill",
+    "latency",
     "off",
     "parse",
+    "partition",
     "pause",
     "raise_",
+    "reset",
     "return_",
 ]

@@ -167,3 +167,23 @@ def test_the_action_table_is_what_faults_expose() -> None:
 def test_an_unknown_action_names_the_table() -> None:
     with pytest.raises(mpfault.FaultSpecError, match=r"expected one of: delay, full, .*, gate"):
         faults.Fault("explode")
+
+
+def test_control_messages_are_named_and_pickle_by_name() -> None:
+    from mpfault._runtime import control
+
+    msgs = [
+        control.Result(b"x"),
+        control.Error("ValueError", "boom", "Traceback ...", None),
+        control.Stack("Thread 'MainThread' ..."),
+    ]
+    for msg in msgs:
+        assert pickle.loads(pickle.dumps(msg)) == msg
+    err = msgs[1]
+    assert isinstance(err, control.Error)
+    assert (err.exc_type, err.message, err.traceback, err.exception) == (
+        "ValueError",
+        "boom",
+        "Traceback ...",
+        None,
+    )

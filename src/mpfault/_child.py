@@ -201,7 +201,8 @@ class Child:
             raise self._death_error()
         if isinstance(self._outcome, control.Result):
             return pickle.loads(self._outcome.value)
-        qual, msg, text, blob = self._outcome
+        out = self._outcome
+        qual, msg, text, blob = out.exc_type, out.message, out.traceback, out.exception
         exc: BaseException | None = None
         if blob is not None:
             with contextlib.suppress(Exception):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import queue
 import signal
 import socket
@@ -13,7 +12,8 @@ from collections.abc import Callable
 
 import pytest
 
-from mpfault._runtime.faults import (
+from faultcheck import roundtrip
+from mpfault._runtime.builders import (
     Fault,
     FaultSpecError,
     chain,
@@ -31,17 +31,6 @@ from mpfault._runtime.faults import (
     raise_,
     return_,
 )
-
-SIGKILL = int(signal.SIGKILL)
-SIGTERM = int(signal.SIGTERM)
-
-
-def roundtrip(fault: Fault) -> None:
-    text = str(fault)
-    assert parse(text) == [fault], text
-    assert str(parse(text)[0]) == text
-    assert pickle.loads(pickle.dumps(fault)) == fault
-
 
 # -- constructors ---------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from faultcheck import SIGKILL, roundtrip
 from mpfault._runtime import faults as F
 from mpfault._runtime.faults import (
     ANY,
@@ -34,17 +35,6 @@ from mpfault._runtime.faults import (
     raise_,
     return_,
 )
-
-SIGKILL = int(signal.SIGKILL)
-SIGTERM = int(signal.SIGTERM)
-
-
-def roundtrip(fault: Fault) -> None:
-    text = str(fault)
-    assert parse(text) == [fault], text
-    assert str(parse(text)[0]) == text
-    assert pickle.loads(pickle.dumps(fault)) == fault
-
 
 # -- the examples of the brief ------------------------------------------------------------
 

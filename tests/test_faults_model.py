@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import mpfault.faults as public
+from faultcheck import SIGKILL, SIGTERM
 from mpfault._runtime import faults as F
 from mpfault._runtime.faults import (
     ANY,
@@ -35,17 +36,6 @@ from mpfault._runtime.faults import (
     raise_,
     return_,
 )
-
-SIGKILL = int(signal.SIGKILL)
-SIGTERM = int(signal.SIGTERM)
-
-
-def roundtrip(fault: Fault) -> None:
-    text = str(fault)
-    assert parse(text) == [fault], text
-    assert str(parse(text)[0]) == text
-    assert pickle.loads(pickle.dumps(fault)) == fault
-
 
 # -- data model -----------------------------------------------------------------------------
 

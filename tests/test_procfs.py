@@ -29,7 +29,8 @@ def test_states_descendants_and_liveness() -> None:
         grandchild = int(p.stdout.readline())
         assert procfs.descendants([os.getpid()]) >= {p.pid, grandchild}
         assert procfs.descendants([p.pid]) == {grandchild}
-        assert procfs.alive(p.pid) and procfs.alive(grandchild)
+        assert procfs.alive(p.pid)
+        assert procfs.alive(grandchild)
         assert not procfs.all_stopped(p.pid)
         os.kill(p.pid, signal.SIGSTOP)
         os.waitid(os.P_PID, p.pid, os.WSTOPPED | os.WNOWAIT)

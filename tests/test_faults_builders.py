@@ -14,8 +14,6 @@ import pytest
 
 from faultcheck import roundtrip
 from mpfault._runtime.builders import (
-    Fault,
-    FaultSpecError,
     chain,
     delay,
     drop,
@@ -26,11 +24,13 @@ from mpfault._runtime.builders import (
     gate,
     kill,
     off,
-    parse,
     pause,
     raise_,
     return_,
 )
+from mpfault._runtime.errors import FaultSpecError
+from mpfault._runtime.grammar import parse
+from mpfault._runtime.model import Fault
 
 # -- constructors ---------------------------------------------------------------------------
 

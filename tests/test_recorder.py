@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from mpfault import Harness
-from mpfault._runtime import events, layout
+from mpfault._runtime import events, layout, reader
 from mpfault._runtime import state as st
 from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, item_key, short_repr
 from mpfault._runtime.reader import read_events
@@ -103,7 +103,7 @@ def test_the_writer_and_the_reader_follow_the_layout(tmp_path: Path) -> None:
     the recorder reads back field by field with layout.Record."""
     assert layout.RECORD.size == layout.SIZE == layout.OFFSETS["seq"] + 4
     assert list(layout.OFFSETS) == [name for name, _ in layout.FIELDS]
-    assert layout.Record._fields == tuple(n for n, c in layout.FIELDS if n != "pad")
+    assert reader.Record._fields == tuple(n for n, c in layout.FIELDS if n != "pad")
     rec = Recorder(str(tmp_path), "p", 4321)
     seq = rec.begin("jobs", OP_CODES["put"], "'abc'", "str:'abc'")
     rec.close()
@@ -111,7 +111,7 @@ def test_the_writer_and_the_reader_follow_the_layout(tmp_path: Path) -> None:
     magic, hlen = layout.HEADER.unpack_from(data, 0)
     assert magic == layout.MAGIC
     assert json.loads(data[layout.HEADER.size : layout.HEADER.size + hlen])["pid"] == 4321
-    r = layout.Record._make(layout.RECORD.unpack_from(data, layout.HEADER_SIZE))
+    r = reader.Record._make(layout.RECORD.unpack_from(data, layout.HEADER_SIZE))
     assert (r.kind, r.op, r.outcome, r.fault, r.seq) == (
         layout.KIND_BEGIN,
         OP_CODES["put"],

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from ._errors import LOST_FORKSERVER_STATUS, ChildError
 from ._runtime import control, procfs
+from ._runtime.errors import LOST_FORKSERVER_STATUS, ChildError
 
 if TYPE_CHECKING:
-    from ._errors import Hang
+    from ._runtime.errors import Hang
 
 __all__ = ["Child", "close_channels", "live_control_fds", "signal_name", "stop_children"]
 
@@ -201,21 +201,28 @@ class Child:
             raise self._death_error()
         if isinstance(self._outcome, control.Result):
             return pickle.loads(self._outcome.value)
-        qual, msg, text, blob = self._outcome
+        out = self._outcome
+        qual, msg, text, blob = out.exc_type, out.message, out.traceback, out.exception
         exc: BaseException | None = None
         if blob is not None:
             with contextlib.suppress(Exception):
                 exc = pickle.loads(blob)
-        raise ChildError(
-            f"child {self.name!r} (pid {self.pid}, {self._start_method}) raised "
-            f"{qual}: {msg}\n\nChild traceback:\n{text.rstrip()}",
-            name=self.name,
-            pid=self.pid,
+        raise self._error(
+            f"raised {qual}: {msg}\n\nChild traceback:\n{text.rstrip()}",
             exc_type=qual,
             exc_message=msg,
             child_traceback=text,
             exitcode=self.exitcode,
             exception=exc,
+        )
+
+    def _error(self, what: str, **details: Any) -> ChildError:
+        """A ChildError: this child (name, pid, start method) ``what``."""
+        return ChildError(
+            f"child {self.name!r} (pid {self.pid}, {self._start_method}) {what}",
+            name=self.name,
+            pid=self.pid,
+            **details,
         )
 
     def _death_error(self) -> ChildError:
@@ -230,14 +237,7 @@ class Child:
                 how += f" (or {LOST_FORKSERVER_STATUS})"
         last = self._last_operation(self.pid)
         extra = f"\nIts last queue operation: {last}" if last else ""
-        return ChildError(
-            f"child {self.name!r} (pid {self.pid}, {self._start_method}) {how} "
-            f"before returning a result{extra}",
-            name=self.name,
-            pid=self.pid,
-            exitcode=code,
-            signal=sig,
-        )
+        return self._error(f"{how} before returning a result{extra}", exitcode=code, signal=sig)
 
     def kill(self) -> None:
         """Send SIGKILL."""

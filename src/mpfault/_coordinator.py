@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol
 from ._runtime import state as _state
 
 if TYPE_CHECKING:
-    from ._errors import Hang
+    from ._runtime.errors import Hang
     from ._runtime.model import Fault
 
 __all__ = ["Arrival", "Coordinator", "Gate", "PassiveHub"]

@@ -1,25 +1,7 @@
-"""The package's errors (defined in :mod:`mpfault._runtime.errors`, re-exported here)."""
+"""The package's errors: defined in :mod:`mpfault._runtime.errors` (stdlib only, so that
+the child runtime raises them too); this module is their old import path."""
 
 from __future__ import annotations
 
-from ._runtime.errors import (
-    LOST_FORKSERVER_STATUS,
-    ChildError,
-    FaultSpecError,
-    Hang,
-    HistoryError,
-    MpfaultError,
-    SpawnError,
-    TimingError,
-)
-
-__all__ = [
-    "LOST_FORKSERVER_STATUS",
-    "ChildError",
-    "FaultSpecError",
-    "Hang",
-    "HistoryError",
-    "MpfaultError",
-    "SpawnError",
-    "TimingError",
-]
+from ._runtime.errors import *  # noqa: F403
+from ._runtime.errors import __all__ as __all__

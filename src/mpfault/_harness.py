@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 from . import _spawn
 from ._child import Child, close_channels, stop_children
 from ._coordinator import Arrival, Coordinator, Gate, PassiveHub
-from ._errors import Hang, MpfaultError
 from ._history import History
 from ._rundir import TMPDIR_ENV, check_tmpdir, default_tmpdir
 from ._runtime import bootstrap, builders, grammar
 from ._runtime import state as _state
 from ._runtime.actions import REGISTRY
+from ._runtime.errors import Hang, MpfaultError
 from ._runtime.fqueue import FaultQueue
 from ._runtime.model import Fault
 

@@ -17,11 +17,11 @@ from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
 from ._child import Child, live_control_fds
-from ._errors import SpawnError
 from ._runtime import bootstrap
+from ._runtime.errors import SpawnError
 
 if TYPE_CHECKING:
-    from ._errors import Hang
+    from ._runtime.errors import Hang
 
 __all__ = ["check_target", "preload_forkserver", "start"]
 

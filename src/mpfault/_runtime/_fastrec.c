@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__)
@@ -972,7 +973,23 @@ fast_payload_py(PyObject *Py_UNUSED(module), PyObject *obj)
     return Py_BuildValue("(y#nni)", buf, la + lb, la, lb, flags);
 }
 
+/* prctl(PR_SET_PDEATHSIG, sig): here, so that a child need not load ctypes (~1 ms) */
+static PyObject *
+set_pdeathsig_py(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    long sig = PyLong_AsLong(arg);
+    if (sig == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_pdeathsig", set_pdeathsig_py, METH_O,
+     "set_pdeathsig(sig)\n--\n\nHave the kernel send this process sig when its parent dies."},
     {"fast_payload", fast_payload_py, METH_O,
      "fast_payload(obj)\n--\n\n(payload, la, lb, flags) as events._item_payload gives it, for the "
      "items formatted in C; None for the others."},

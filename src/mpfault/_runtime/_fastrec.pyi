@@ -7,6 +7,8 @@ RECORD_SIZE: int
 #: the offsets and constants of the record layout it writes (see layout.py)
 LAYOUT: dict[str, int]
 
+def set_pdeathsig(sig: int, /) -> None: ...
+
 class Log:
     """An append-only event log mapped from a file descriptor."""
 

@@ -86,6 +86,8 @@ class Action(NamedTuple):
     #: whether the process does not survive it (the item of a put right before it
     #: is kept from the queue's feeder thread, so the loss is certain)
     ends_process: bool = False
+    #: checks its arguments against the op of the chain it is in (None: any op)
+    check: Callable[[str | None, tuple[Any, ...]], None] | None = None
 
 
 # -- argument helpers -------------------------------------------------------------------------
@@ -507,6 +509,19 @@ def _parse_return(text: str | None) -> tuple[Any, ...]:
     return (_t.parse_literal(text.strip(), "return value"),)
 
 
+def _check_return(op: str | None, args: tuple[Any, ...]) -> None:
+    if op not in LIE_OPS:
+        got = "no op" if op is None else f"op {op!r}"
+        raise FaultSpecError(
+            f"return needs op qsize, empty or full (as in empty:return(False)), got {got}"
+        )
+    value = args[0]
+    if op == "qsize" and not is_int(value):
+        raise FaultSpecError(f"return on qsize needs an int, got {value!r}")
+    if op != "qsize" and type(value) is not bool:
+        raise FaultSpecError(f"return on {op} needs a bool (True or False), got {value!r}")
+
+
 def _fire_return(call: Call, index: int, term: Fault) -> None:
     call.note(index, term, f"return {term.args[0]!r}")
     call.result = term.args[0]
@@ -605,6 +620,7 @@ REGISTRY: Final[dict[str, Action]] = {
             _parse_return,
             lambda args: repr(args[0]),
             _fire_return,
+            check=_check_return,
         ),
         Action("off", OPS, OPS, fire=_fire_nothing, **_no_args("off")),
         Action(

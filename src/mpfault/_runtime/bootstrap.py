@@ -39,20 +39,24 @@ from .control import send as _send
 
 __all__ = ["ChildSpec", "Payload", "format_stacks", "run"]
 
-_libc: Any = None
-#: libc's prctl(), looked up once here: a forked child (or a fork server's) finds it
-#: resolved, instead of paying for the symbol lookup at start-up
-_prctl: Any = None
-if sys.platform.startswith("linux"):  # pragma: no branch
-    try:
-        import ctypes
+#: prctl(PR_SET_PDEATHSIG, sig), or None where there is none: from the C module where it
+#: is built (loading ctypes costs a spawn child ~1 ms), else libc's through ctypes,
+#: looked up once here (a forked child, or a fork server's, finds it resolved)
+_set_pdeathsig: Any = None
+try:
+    from ._fastrec import set_pdeathsig as _set_pdeathsig
+except ImportError:  # pragma: no cover - an install without the C module
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
 
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _prctl = _libc.prctl
-    except (ImportError, OSError, AttributeError):  # pragma: no cover
-        _libc = _prctl = None
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
-_PR_SET_PDEATHSIG = 1
+            def _set_pdeathsig(sig: int) -> None:
+                _prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+        except (ImportError, OSError, AttributeError):
+            _set_pdeathsig = None
 
 #: The warning os.fork() gives in a multi-threaded process (3.12+), which children
 #: ignore (see run()).  Compiled here once, as warnings.filterwarnings() will: a
@@ -153,8 +157,8 @@ class ChildSpec:
 
 
 def _arm_pdeathsig(sig: int, parent_pid: int) -> None:
-    if _prctl is not None and sig:
-        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if _set_pdeathsig is not None and sig:
+        _set_pdeathsig(int(sig))
     # the parent may have died before prctl took effect; under forkserver our
     # OS parent is the fork server, which exits when the test process does
     if parent_pid and os.getppid() == 1:  # pragma: no cover - a race

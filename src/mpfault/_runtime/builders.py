@@ -1,7 +1,8 @@
 """The Python constructors of faults: :func:`drop`, :func:`delay`, ..., :func:`chain`.
 
 Each builds a :class:`~.model.Fault` of its action (:mod:`.actions`), which checks and
-normalises it.  Standard library only.
+normalises it.  Standard library only.  The public names are gathered by
+:mod:`.faults`.
 """
 
 from __future__ import annotations
@@ -12,26 +13,6 @@ from typing import Any
 from .actions import exception_name
 from .errors import FaultSpecError
 from .model import ANY, Fault, NthSelector, make_tail
-
-__all__ = [
-    "bandwidth",
-    "chain",
-    "delay",
-    "drop",
-    "duplicate",
-    "empty",
-    "exit",
-    "full",
-    "gate",
-    "kill",
-    "latency",
-    "off",
-    "partition",
-    "pause",
-    "raise_",
-    "reset",
-    "return_",
-]
 
 
 def _build(

@@ -7,33 +7,7 @@ Faults are built with the constructors of this module (:func:`drop`,
 :func:`delay` ...) or parsed from text with :func:`parse`; ``str(fault)`` gives the
 canonical text, and ``parse(str(fault)) == [fault]`` holds for every fault.
 
-The text grammar is modelled on FreeBSD's fail(9) and the fail-rs crate::
-
-    specs  := spec ( ';' | newline ) spec ...    blank entries and '#' comment lines are ignored
-    spec   := [ target ':' ] terms
-    target := [op] ['@' who] ['#' nth] ['==' item]
-    nth    := part ( ',' part )*                 part := N | N '..' M | N '..'   (1-based)
-    terms  := term ( '->' term )*
-    term   := [pct '%'] [cnt '*'] action ['(' args ')']
-
-Examples::
-
-    put#3:drop                    drop the 3rd item put
-    put==None:drop                drop the sentinel
-    get:20%delay(1ms..20ms)       one get in five sleeps 1 to 20 ms first
-    put@producer-*#5:kill(after)  producers SIGKILL themselves right after their 5th put
-    put:2*delay(10ms)->full       the first two puts are slow, then the queue is "full"
-    empty:return(False)           empty() lies
-    put_nowait#2..4:raise(ValueError:boom)
-    *@consumer-*:pause(200ms)     consumers are stopped for 200 ms on every operation
-    put:gate(g1,after)            after a put, the process waits until the test opens gate g1
-
-A comment line starts with ``#`` not followed by a digit (``#3:drop`` is a spec:
-the third call of the fault's default operations).  Durations are seconds with an
-optional unit (``ns``, ``us``, ``ms``, ``s``); ``delay(a..b)`` sleeps uniformly
-between ``a`` and ``b``.  Items and ``return`` values are Python literals; a ``who``
-pattern or an exception message that is not a plain word may be written as a Python
-string literal (``put@'my worker':drop``, ``raise(ValueError:'a (b)')``).
+The spec grammar, with examples, is in :mod:`.grammar`.
 
 This module gathers the public names; they are defined by role: the model
 (:mod:`.model`), the actions (:mod:`.actions`), the grammar (:mod:`.grammar`) and the

@@ -22,17 +22,17 @@ Standard library only (every recording process imports it).
 from __future__ import annotations
 
 import struct
-from typing import Final, NamedTuple
+from typing import Final
 
 __all__ = [
     "FIELDS",
     "HEADER",
     "HEADER_SIZE",
     "MAGIC",
+    "NAMES",
     "OFFSETS",
     "RECORD",
     "SIZE",
-    "Record",
     "codes",
     "pack",
 ]
@@ -70,25 +70,6 @@ OFFSETS: Final[dict[str, int]] = {
 }
 
 
-class Record(NamedTuple):
-    """A record's fixed part, by field (every field of FIELDS but the padding)."""
-
-    length: int = 0
-    kind: int = 0
-    op: int = 0
-    outcome: int = 0
-    flags: int = 0
-    fault: int = 0
-    qlen: int = 0
-    alen: int = 0
-    blen: int = 0
-    time_ns: int = 0
-    seq: int = 0
-
-
-if Record._fields != NAMES:  # pragma: no cover - a mistake in this module
-    raise ImportError(f"layout: Record has {Record._fields}, FIELDS name {NAMES}")
-
 KIND_BEGIN: Final = 1
 KIND_END: Final = 2
 KIND_MARK: Final = 3
@@ -104,7 +85,10 @@ KEY_TAIL: Final = 2
 
 def pack(**fields: int) -> bytes:
     """A record's fixed part from its fields by name (those not given: 0)."""
-    return RECORD.pack(*Record(**fields))
+    unknown = fields.keys() - set(NAMES)
+    if unknown:
+        raise TypeError(f"not fields of a record: {sorted(unknown)}")
+    return RECORD.pack(*[fields.get(name, 0) for name in NAMES])
 
 
 def codes(first: str, last: str) -> str:

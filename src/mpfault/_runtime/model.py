@@ -18,7 +18,6 @@ from typing import Any, Final, TypeAlias
 
 from .actions import (
     GET_OPS,
-    LIE_OPS,
     LITERAL_KINDS,
     MAX_COUNT,
     OP_ORDER,
@@ -298,31 +297,21 @@ def _check_plan(head: Fault) -> frozenset[str]:
                 f"chain term {text!r} needs a count (like '2*{text}'):"
                 f" without one the terms after it never apply"
             )
-    returns = [term for term in terms if term.action == "return"]
-    if returns and head.op not in LIE_OPS:
-        got = "no op" if head.op is None else f"op {head.op!r}"
-        raise FaultSpecError(
-            f"return needs op qsize, empty or full (as in empty:return(False)), got {got}"
-        )
-    for term in returns:
-        value = term.args[0]
-        if head.op == "qsize" and not is_int(value):
-            raise FaultSpecError(f"return on qsize needs an int, got {value!r}")
-        if head.op != "qsize" and type(value) is not bool:
-            raise FaultSpecError(f"return on {head.op} needs a bool (True or False), got {value!r}")
-    if head.op is None:
+    for term in terms:
+        check = action_entry(term.action).check
+        if check is not None:
+            check(head.op, term.args)
+    if head.op is None or head.op == "*":
         ops = OPS
         for term in terms:
-            ops &= action_entry(term.action).default_ops
+            entry = action_entry(term.action)
+            ops &= entry.default_ops if head.op is None else entry.applies
         if not ops:
             names = ", ".join(term.action for term in terms)
-            raise FaultSpecError(f"the actions {names} have no default op in common: give an op")
-    elif head.op == "*":
-        ops = OPS
-        for term in terms:
-            ops &= action_entry(term.action).applies
-        if not ops:
-            names = ", ".join(term.action for term in terms)
+            if head.op is None:
+                raise FaultSpecError(
+                    f"the actions {names} have no default op in common: give an op"
+                )
             raise FaultSpecError(f"the actions {names} apply to no op in common")
     else:
         ops = SELECTS[head.op]

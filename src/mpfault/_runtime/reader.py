@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .events import MARKS, OPS, _full_key
 from .layout import (
@@ -19,10 +19,10 @@ from .layout import (
     KIND_END,
     KIND_MARK,
     MAGIC,
+    NAMES,
     OUTCOMES,
     RECORD,
     SIZE,
-    Record,
 )
 
 __all__ = ["Event", "Mark", "read_events"]
@@ -85,6 +85,26 @@ class _Pending:
     item: str
     key: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Record(NamedTuple):
+    """A record's fixed part, by field (every field of FIELDS but the padding)."""
+
+    length: int = 0
+    kind: int = 0
+    op: int = 0
+    outcome: int = 0
+    flags: int = 0
+    fault: int = 0
+    qlen: int = 0
+    alen: int = 0
+    blen: int = 0
+    time_ns: int = 0
+    seq: int = 0
+
+
+if Record._fields != NAMES:  # pragma: no cover - a mistake here or in layout.py
+    raise ImportError(f"layout: Record has {Record._fields}, FIELDS name {NAMES}")
 
 
 Event.__module__ = Mark.__module__ = "mpfault"  # their public names

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,10 +26,10 @@ WAITER = textwrap.dedent(
     import os, threading
 
     def block_here(event):
+        with open(os.environ["READY"], "w") as f:
+            f.write("ready")
         event.wait()
 
-    with open(os.environ["READY"], "w") as f:
-        f.write("ready")
     block_here(threading.Event())
     """
 )
@@ -80,8 +81,9 @@ def test_kill_pause_resume_and_stack(tmp_path) -> None:
         assert p.name == "waiter"
         ready.wait()
         stack = p.stack(timeout=10)
-        assert "in block_here" in stack
-        assert "event.wait()" in stack
+        assert "in block_here" in stack  # (after "ready": its last two lines)
+        assert "waiter.py" in stack
+        assert "\n    with open(" in stack or "\n    event.wait()" in stack  # source lines
         assert "Thread MainThread" in stack
         p.pause()
         assert "stopped by SIGSTOP" in p.stack()
@@ -141,14 +143,16 @@ def test_the_program_dies_with_the_test_process(tmp_path) -> None:
 
             h = mpfault.Harness()
             p = h.program(["sleep", "60"])
-            print(p.pid, flush=True)
+            print(p.pid, h.run_dir, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
             """
         )
     )
     proc = subprocess.run([PY, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    pid = int(proc.stdout.split()[0])
+    pid, run_dir = proc.stdout.split()[:2]
+    shutil.rmtree(run_dir)  # the harness died: nobody else removes its run directory
+    pid = int(pid)
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:

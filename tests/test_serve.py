@@ -250,6 +250,26 @@ def test_latency_is_seeded(mpfault):
     note(mpfault, served)
 
 
+def test_a_partition_until_the_test_heals_it(mpfault):
+    served = mpfault.serve(faults=["net@producer#3:partition"])
+    producer = run(mpfault, "producer", 5)
+    q = served.client()
+    assert [q.get(timeout=30), q.get(timeout=30)] == [0, 1]
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.5)  # the producer's 3rd put is held, for as long as it takes
+    assert producer.is_alive()
+    served.heal("producer")
+    assert [q.get(timeout=30) for _ in range(4)] == [2, 3, 4, None]
+    assert producer.wait(60) == 0
+    details = [m.detail for m in mpfault.history.marks if m.kind == "net"]
+    assert details == [
+        "partition until healed (net@producer#3:partition)",
+        "partition healed (by the test)",
+    ]
+    served.partition("producer", 0.2)  # and one the test starts, healing by itself
+    note(mpfault, served)
+
+
 def test_wrong_authkey_is_refused(mpfault):
     served = mpfault.serve()
     intruder = mpfault.program(
@@ -269,7 +289,7 @@ def test_wrong_authkey_is_refused(mpfault):
 def test_network_faults_and_a_wrong_key(pytester: pytest.Pytester) -> None:
     _setup(pytester, NET)
     result = pytester.runpytest_subprocess(*ARGS)
-    result.assert_outcomes(passed=3, failed=1)
+    result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(
         [
             "*network fault net@consumer#3:reset fired 1 time(s)",

@@ -147,21 +147,17 @@ class _Client:
 
 
 class _Dispatch:
-    """What ``get_queue`` returns: each call goes to the calling client's queue."""
+    """What ``get_queue`` returns: the manager looks each method up on it per call, and
+    gets the calling client's operation (recorded in its history, faulted by its name)."""
 
-    def __init__(self, server: _Server) -> None:
+    def __init__(self, server: _Server, ops: tuple[str, ...]) -> None:
         self._server = server
+        self._ops = frozenset(ops)
 
-
-def _dispatcher(ops: tuple[str, ...]) -> type[_Dispatch]:
-    def method(op: str) -> Any:
-        def call(self: _Dispatch, *args: Any, **kwargs: Any) -> Any:
-            return getattr(self._server._client().fq, op)(*args, **kwargs)
-
-        call.__name__ = op
-        return call
-
-    return type("ServedQueue", (_Dispatch,), {op: method(op) for op in ops})
+    def __getattr__(self, name: str) -> Any:
+        if name in self._ops:
+            return getattr(self._server._client().fq, name)
+        raise AttributeError(name)
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -172,7 +168,7 @@ class _Server(Server):
         cls, ops = KINDS[cfg.kind]
         self.cfg = cfg
         self.queue = cls(cfg.maxsize)
-        self.dispatch = _dispatcher(ops)(self)
+        self.dispatch = _Dispatch(self, ops)
         self.specs = [str(f) for f in cfg.faults]
         #: the network faults, by plan index
         self.net = [(i, as_net(f)) for i, f in enumerate(cfg.faults) if f.op == "net"]
@@ -183,7 +179,7 @@ class _Server(Server):
         self.proxied: dict[tuple[str, int], tuple[str, int]] = {}
         self.nets: dict[str, _NetState] = {}
         self.proxies: dict[str, _Proxy] = {}
-        registry: dict[str, Any] = {"get_queue": (lambda: self.dispatch, None, None, None)}
+        registry: dict[str, Any] = {"get_queue": (lambda: self.dispatch, ops, None, None)}
         super().__init__(registry, cfg.address, cfg.authkey, "pickle")
         #: (host, port) the server listens on
         self.tcp: tuple[str, int] = tuple(self.address)  # type: ignore[arg-type,assignment]

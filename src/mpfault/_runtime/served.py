@@ -150,14 +150,18 @@ class _Dispatch:
     """What ``get_queue`` returns: the manager looks each method up on it per call, and
     gets the calling client's operation (recorded in its history, faulted by its name)."""
 
-    def __init__(self, server: _Server, ops: tuple[str, ...]) -> None:
+    def __init__(self, server: _Server) -> None:
         self._server = server
-        self._ops = frozenset(ops)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in self._ops:
-            return getattr(self._server._client().fq, name)
-        raise AttributeError(name)
+
+def _dispatcher(ops: tuple[str, ...]) -> type[_Dispatch]:
+    """A ``_Dispatch`` class whose attribute ``op`` is the calling client's ``fq.op`` (a
+    property: the manager then calls the recording operation itself)."""
+
+    def lookup(op: str) -> property:
+        return property(lambda self: getattr(self._server._client().fq, op))
+
+    return type("ServedQueue", (_Dispatch,), {op: lookup(op) for op in ops})
 
 
 # -- the server ---------------------------------------------------------------------------
@@ -168,7 +172,7 @@ class _Server(Server):
         cls, ops = KINDS[cfg.kind]
         self.cfg = cfg
         self.queue = cls(cfg.maxsize)
-        self.dispatch = _Dispatch(self, ops)
+        self.dispatch = _dispatcher(ops)(self)
         self.specs = [str(f) for f in cfg.faults]
         #: the network faults, by plan index
         self.net = [(i, as_net(f)) for i, f in enumerate(cfg.faults) if f.op == "net"]

@@ -125,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: few rounds, few items")
     ap.add_argument("--items", type=int, default=None, help="items per round (default 5000)")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds of each variant (default 12)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds of each variant (default 20)")
     args = ap.parse_args(argv)
     items = args.items or (1000 if args.quick else 5000)
-    rounds = args.rounds or (3 if args.quick else 12)
+    rounds = args.rounds or (3 if args.quick else 20)
     plain: list[float] = []
     served: list[float] = []
     pairs: list[float] = []

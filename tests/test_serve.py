@@ -130,6 +130,24 @@ def test_the_test_process_is_a_client_too(mpfault):
     note(mpfault, served)
 
 
+def test_gates_and_pauses_at_the_server_hold_the_client(mpfault):
+    gate = mpfault.gate("put", when="after", who="producer", nth=2)
+    served = mpfault.serve(faults=[gate, "put@producer#4:pause(100ms)"])
+    producer = run(mpfault, "producer", 5)
+    arrival = gate.wait_reached(timeout=30)
+    assert (arrival.process, arrival.pid) == ("producer", producer.pid)
+    q = served.client()
+    assert [q.get(timeout=10), q.get(timeout=10)] == [0, 1]
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.3)  # the producer waits at the gate, after its 2nd put
+    gate.release()
+    assert [q.get(timeout=10) for _ in range(4)] == [2, 3, 4, None]
+    assert producer.wait(60) == 0
+    marks = [m.kind for m in mpfault.history.marks if m.process == "producer"]
+    assert "gate-wait" in marks and "pause" in marks and "resume" in marks
+    note(mpfault, served)
+
+
 def test_not_loopback_needs_opt_in(mpfault):
     with pytest.raises(MpfaultError, match="not a loopback address.*allow_remote=True"):
         mpfault.serve(address=("0.0.0.0", 0))
@@ -145,7 +163,7 @@ def test_not_loopback_needs_opt_in(mpfault):
 def test_plain_programs_share_a_served_queue(pytester: pytest.Pytester) -> None:
     _setup(pytester, SHARE)
     result = pytester.runpytest_subprocess(*ARGS)
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     _assert_nothing_left(pytester)
 
 

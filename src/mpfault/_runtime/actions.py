@@ -29,7 +29,7 @@ from .errors import FaultSpecError
 from .events import OPS as _EVENT_OPS
 
 if TYPE_CHECKING:
-    from .fqueue import Call
+    from .faulty import Call
     from .model import Fault
 
 __all__ = [

@@ -24,8 +24,6 @@ PLUGIN_MODULES = {
     "mpfault._config",
     "mpfault._hookspecs",
     "mpfault._rundir",
-    "mpfault._runtime",
-    "mpfault._runtime.errors",
 }
 #: and what it must not: the harness, timeline, report, contract, fault grammar...
 HEAVY = {

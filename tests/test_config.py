@@ -296,3 +296,44 @@ def test_the_start_methods_read_without_multiprocessing_are_its_own() -> None:
     mine, theirs, loaded = json.loads(out.stdout)
     assert mine == theirs
     assert not loaded or sys.version_info >= (3, 14)
+
+
+COUNTING_CONFTEST = """
+import mpfault._config as config
+
+calls = []
+original = config.resolve
+
+
+def counting(cfg, marker, nodeid):
+    calls.append(nodeid)
+    return original(cfg, marker, nodeid)
+
+
+config.resolve = counting
+
+
+def pytest_sessionfinish(session):
+    print("RESOLVED", calls)
+"""
+
+
+def test_settings_are_resolved_once_per_test(pytester: pytest.Pytester) -> None:
+    """Once for the session, once for a test function, whatever number of start
+    methods it runs under (its parametrization and its fixture share them)."""
+    pytester.makeconftest(COUNTING_CONFTEST)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mpfault(deadline=30)
+        def test_one(mpfault):
+            assert mpfault.deadline == 30
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-s", "-p", "no:xdist", "--mpfault-start-methods=fork,spawn"
+    )
+    result.assert_outcomes(passed=2)
+    resolved = "RESOLVED ['', 'test_settings_are_resolved_once_per_test.py::test_one']\n"
+    assert resolved in result.stdout.str()

@@ -261,7 +261,7 @@ def test_a_put_before_a_kill_stays_out_of_the_feeder_s_reach(kind: str) -> None:
     feeder's buffer), and, for a process that survives, the rest of the put."""
     import multiprocessing
 
-    from mpfault._runtime.fqueue import _put_unflushed
+    from mpfault._runtime.faulty import _put_unflushed
 
     ctx = multiprocessing.get_context("fork")
     q = getattr(ctx, kind)(maxsize=2)

@@ -17,7 +17,7 @@ import pytest
 from mpfault import Harness
 from mpfault._runtime import events, layout, reader
 from mpfault._runtime import state as st
-from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, item_key, short_repr
+from mpfault._runtime.events import OP_CODES, Recorder, item_key, item_payload, short_repr
 from mpfault._runtime.reader import read_events
 from procs import ListQueue
 
@@ -71,7 +71,7 @@ def test_the_c_payload_is_the_python_payload() -> None:
         fast = fastrec.fast_payload(obj)
         if fast is not None:
             done += 1
-            assert fast == _item_payload(obj), repr(obj)
+            assert fast == item_payload(obj), repr(obj)
     assert done > 300  # ints in range, None, plain str and bytes
 
 
@@ -135,7 +135,10 @@ def _records(path: str) -> Iterator[tuple[bytes, bytes]]:
         if length == 0:
             return
         rec = data[off : off + length]
-        yield rec[: events._TS_AT] + bytes(8) + rec[events._TS_AT + 8 : size], rec[size:]
+        yield (
+            rec[: layout.OFFSETS["time_ns"]] + bytes(8) + rec[layout.OFFSETS["time_ns"] + 8 : size],
+            rec[size:],
+        )
         off += length
 
 

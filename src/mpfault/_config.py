@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ._rundir import TMPDIR_ENV, check_tmpdir
-from ._runtime.errors import FaultSpecError, MpfaultError
 
 if TYPE_CHECKING:
     from ._harness import Harness
@@ -183,6 +182,7 @@ def _all_start_methods() -> list[str]:
 
 
 def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
+    from ._runtime.errors import FaultSpecError
     from ._runtime.grammar import parse as parse_faults
 
     out: list[Fault] = []
@@ -207,6 +207,8 @@ def _tmpdir(config: pytest.Config, env: Any) -> str | None:
         value, where = opt, "--mpfault-tmpdir"
     if not value:
         return None
+    from ._runtime.errors import MpfaultError
+
     try:
         return check_tmpdir(os.path.expanduser(str(value)), where)
     except MpfaultError as e:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 
-from ._runtime.errors import MpfaultError
-
 __all__ = ["TMPDIR_ENV", "check_tmpdir", "default_tmpdir"]
 
 #: the environment variable that says where harnesses keep their run files
@@ -18,10 +16,17 @@ TMPDIR_ENV = "MPFAULT_TMPDIR"
 def check_tmpdir(path: str, where: str) -> str:
     """``path``, made absolute, if it is a writable directory; else an ``MpfaultError``
     naming ``where`` the path came from."""
-    if not os.path.isdir(path):
-        raise MpfaultError(f"run files directory {path!r} from {where} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MpfaultError(f"run files directory {path!r} from {where} is not writable")
+    problem = (
+        "is not a directory"
+        if not os.path.isdir(path)
+        else "is not writable"
+        if not os.access(path, os.W_OK | os.X_OK)
+        else None
+    )
+    if problem is not None:
+        from ._runtime.errors import MpfaultError  # (not loaded by every session)
+
+        raise MpfaultError(f"run files directory {path!r} from {where} {problem}")
     return os.path.abspath(path)
 
 

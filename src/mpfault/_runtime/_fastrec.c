@@ -15,7 +15,7 @@
  *         planned for it.  Byte for byte the records of Recorder.begin/end.
  *
  * It formats the common items itself (ints, None, plain-ASCII str and bytes)
- * and asks events._item_payload for the others.  Everything runs under the GIL
+ * and asks events.item_payload for the others.  Everything runs under the GIL
  * (the module is not used on free-threaded builds): a record is reserved,
  * filled and published with no Python code running in between; its length is
  * written last, so a reader never sees a half-written record.
@@ -463,7 +463,7 @@ put_quoted(char *p, int is_bytes, const char *s, Py_ssize_t n)
     return p;
 }
 
-/* events._item_payload for str/bytes whose repr shows their text.
+/* events.item_payload for str/bytes whose repr shows their text.
  * Returns 1 with the payload in buf, 0 if not plain. */
 static int
 text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *la,
@@ -504,7 +504,7 @@ text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *l
     return 1;
 }
 
-/* The payload of obj (events._item_payload) for the common types.
+/* The payload of obj (events.item_payload) for the common types.
  * Returns 1 (done, in buf), 0 (ask Python), -1 (error). */
 static int
 fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb, int *flags)
@@ -564,7 +564,7 @@ typedef struct {
     long long fork_gen;   /* fork_generation when it was made */
     PyObject *current;    /* () -> the Op of the current process */
     PyObject *end_raised; /* (seq, exception) -> records the END of a call that raised */
-    PyObject *fields;     /* events._item_payload */
+    PyObject *fields;     /* events.item_payload */
     PyObject *slow;       /* the pure-Python wrapper, for calls this one does not take */
     PyObject *next;       /* in a forked child: the child's operation, or NULL */
     long long next_gen;   /* the fork_generation next belongs to */
@@ -635,7 +635,7 @@ op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ss
     if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4 ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0))) {
         Py_DECREF(t);
-        PyErr_SetString(PyExc_TypeError, "_item_payload must return (bytes, int, int, int)");
+        PyErr_SetString(PyExc_TypeError, "item_payload must return (bytes, int, int, int)");
         return -1;
     }
     PyObject *p = PyTuple_GET_ITEM(t, 0);
@@ -646,7 +646,7 @@ op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ss
         *la + *lb != PyBytes_GET_SIZE(p) || f < 0 || f > 255) {
         Py_DECREF(t);
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "_item_payload: inconsistent fields");
+            PyErr_SetString(PyExc_ValueError, "item_payload: inconsistent fields");
         }
         return -1;
     }
@@ -991,7 +991,7 @@ static PyMethodDef module_methods[] = {
     {"set_pdeathsig", set_pdeathsig_py, METH_O,
      "set_pdeathsig(sig)\n--\n\nHave the kernel send this process sig when its parent dies."},
     {"fast_payload", fast_payload_py, METH_O,
-     "fast_payload(obj)\n--\n\n(payload, la, lb, flags) as events._item_payload gives it, for the "
+     "fast_payload(obj)\n--\n\n(payload, la, lb, flags) as events.item_payload gives it, for the "
      "items formatted in C; None for the others."},
     {NULL, NULL, 0, NULL},
 };

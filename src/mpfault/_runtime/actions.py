@@ -29,7 +29,7 @@ from .errors import FaultSpecError
 from .events import OPS as _EVENT_OPS
 
 if TYPE_CHECKING:
-    from .fqueue import Call
+    from .faulty import Call
     from .model import Fault
 
 __all__ = [
@@ -290,19 +290,32 @@ def _normalise_kill(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return (_when("kill", when), _signal_number(number))
 
 
+def _when_and(
+    action: str,
+    text: str,
+    is_other: Callable[[str], object],
+    parse: Callable[[str], Any],
+    error: str,
+) -> tuple[str, Any]:
+    """(when, the other argument or None) of ``action(text)``: the two in either order."""
+    when: str | None = None
+    other: Any = None
+    for part in _parts(action, text):
+        if part in WHENS and when is None:
+            when = part
+        elif is_other(part) and other is None:
+            other = parse(part)
+        else:
+            raise _t.Syntax(error)
+    return when or "before", other
+
+
 def _parse_kill(text: str | None) -> tuple[Any, ...]:
     if text is None or not text.strip():
         return ()
-    when: str | None = None
-    number: int | None = None
-    for part in _parts("kill", text):
-        if part in WHENS and when is None:
-            when = part
-        elif part not in WHENS and number is None:
-            number = _t.parse_signal(part)
-        else:
-            raise _t.Syntax(f"kill takes at most one of before/after and one signal, got {text!r}")
-    return (when or "before", DEFAULT_SIGNAL if number is None else number)
+    error = f"kill takes at most one of before/after and one signal, got {text!r}"
+    when, number = _when_and("kill", text, lambda p: p not in WHENS, _t.parse_signal, error)
+    return (when, DEFAULT_SIGNAL if number is None else number)
 
 
 def _format_kill(args: tuple[Any, ...]) -> str:
@@ -336,18 +349,11 @@ def _normalise_exit(args: tuple[Any, ...]) -> tuple[Any, ...]:
 def _parse_exit(text: str | None) -> tuple[Any, ...]:
     if text is None or not text.strip():
         return ()
-    when: str | None = None
-    code: int | None = None
-    for part in _parts("exit", text):
-        if part in WHENS and when is None:
-            when = part
-        elif _t.CODE.fullmatch(part) and code is None:
-            code = _t.parse_int(part, "exit code")
-        else:
-            raise _t.Syntax(
-                f"exit takes an exit code 0..255 and/or before/after, got {text.strip()!r}"
-            )
-    return (1 if code is None else code, when or "before")
+    error = f"exit takes an exit code 0..255 and/or before/after, got {text.strip()!r}"
+    when, code = _when_and(
+        "exit", text, _t.CODE.fullmatch, lambda p: _t.parse_int(p, "exit code"), error
+    )
+    return (1 if code is None else code, when)
 
 
 def _format_exit(args: tuple[Any, ...]) -> str:

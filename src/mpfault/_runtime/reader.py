@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .events import MARKS, OPS, _full_key
+from .events import MARKS, OPS, full_key
 from .layout import (
     HEADER,
     HEADER_SIZE,
@@ -146,7 +146,7 @@ def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]
         p += alen
         b = data[p : p + blen].decode("utf-8", "replace")
         if rec.flags:
-            b = _full_key(rec.flags, a, b)
+            b = full_key(rec.flags, a, b)
         off += length
         if kind == KIND_BEGIN:
             begins[seq] = _Pending(t_ns, queue, OPS[op], a, b)

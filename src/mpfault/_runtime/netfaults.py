@@ -38,7 +38,7 @@ from . import spectext as _t
 from .errors import FaultSpecError
 
 if TYPE_CHECKING:
-    from .fqueue import Call
+    from .faulty import Call
     from .model import Fault
 
 __all__ = ["NET_ACTIONS", "NET_OPS", "NetFault", "as_net"]

@@ -184,7 +184,7 @@ class ServeState:
     def note_children(self) -> None:
         """Name the harness's children for the servers (they are the test's descendants)."""
         for c in self.harness.children:
-            if c._process.pid is not None and c.pid not in self.noted:
+            if c.process.pid is not None and c.pid not in self.noted:
                 self.noted.add(c.pid)
                 _peers.register(self.harness.run_dir, c.pid, c.name, descendants=False)
 

@@ -24,7 +24,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
@@ -373,22 +373,44 @@ class Harness:
         maxsize: int = 0,
         address: tuple[str, int] = ("127.0.0.1", 0),
         authkey: bytes | None = None,
-        **options: Any,
+        *,
+        name: str | None = None,
+        faults: Iterable[Any] = (),
+        allow_remote: bool = False,
     ) -> Served:
         """Serve a queue to independently started programs through a manager server;
         return its :class:`mpfault.Served` (``address, authkey = h.serve()``).
-        Options: ``name``, ``faults`` (queue and ``net`` faults), ``allow_remote``."""
+
+        ``faults``: queue faults (applied at the server, selected by the client's name)
+        and ``net`` faults (applied in a proxy); ``allow_remote``: listen on an address
+        that is not loopback.  See :mod:`mpfault._serve`."""
         from . import _serve
 
-        return _serve.serve(self, kind, maxsize, address, authkey, **options)
+        return _serve.serve(
+            self,
+            kind,
+            maxsize,
+            address,
+            authkey,
+            name=name,
+            faults=faults,
+            allow_remote=allow_remote,
+        )
 
-    def program(self, argv: Sequence[str], **options: Any) -> Program:
+    def program(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> Program:
         """Start an independent program (any command) with the served queues'
         addresses and authkey in its environment; return its :class:`mpfault.Program`.
-        Options: ``name``, ``env``, ``cwd``."""
+        See :mod:`mpfault._program`."""
         from . import _program
 
-        return _program.program(self, argv, **options)
+        return _program.program(self, argv, name=name, env=env, cwd=cwd)
 
     # -- gates ----------------------------------------------------------------------------
     def gate(

@@ -45,9 +45,9 @@ def got(program):
 
 def note(h, served):
     """Where the outer test checks that nothing is left: ports and pids."""
-    from mpfault._serve import state
+    from mpfault._serve import current
 
-    st = state(h)
+    st = current(h)
     with open("left.jsonl", "a") as f:
         pids = [served.pid] + [p.pid for p in st.programs]
         f.write(json.dumps({"port": served.address[1], "pids": pids}) + "\\n")

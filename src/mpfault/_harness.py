@@ -387,7 +387,7 @@ class Harness:
         from . import _serve
 
         return _serve.serve(
-            self,
+            self._serve_parts(),
             kind,
             maxsize,
             address,
@@ -410,7 +410,14 @@ class Harness:
         See :mod:`mpfault._program`."""
         from . import _program
 
-        return _program.program(self, argv, name=name, env=env, cwd=cwd)
+        return _program.program(self._serve_parts(), argv, name=name, env=env, cwd=cwd)
+
+    def _serve_parts(self) -> Any:
+        from . import _serve
+
+        return _serve.Parts(
+            self, self._check_open, self._validate, _as_faults, self._names, self._limit, self._hang
+        )
 
     # -- gates ----------------------------------------------------------------------------
     def gate(

@@ -39,7 +39,7 @@ from ._runtime import peers as _peers
 from ._runtime import procfs as _procfs
 
 if TYPE_CHECKING:
-    from ._harness import Harness
+    from ._serve import Parts
 
 __all__ = ["STACK_SIGNAL", "Program", "program", "stop_all"]
 
@@ -131,7 +131,7 @@ class Program:
 
     def __init__(
         self,
-        harness: Harness,
+        parts: Parts,
         name: str,
         argv: list[str],
         popen: subprocess.Popen[bytes],
@@ -140,7 +140,7 @@ class Program:
         armed_dir: str,
         stack_sock: str,
     ) -> None:
-        self._harness = harness
+        self._parts = parts
         self.name = name
         self.argv = argv
         self._popen = popen
@@ -173,16 +173,21 @@ class Program:
         if it still runs after ``timeout`` seconds (default: the test's deadline).
         """
         __tracebackhide__ = True
-        limit = self._harness._limit(timeout)
+        limit = self._parts.limit(timeout)
         try:
             return self._popen.wait(limit)
         except subprocess.TimeoutExpired:
-            h = self._harness
-            err = h._hang(f"wait(timeout={timeout}) of program {self.name!r}", limit)
-            stacks = {f"program {p.name} (pid {p.pid})": p.stack() for p in _programs(h)}
+            err = self._parts.hang(f"wait(timeout={timeout}) of program {self.name!r}", limit)
+            stacks = {f"program {p.name} (pid {p.pid})": p.stack() for p in self._live()}
             body = "\n\n".join(f"--- {k} ---\n{v}" for k, v in stacks.items() if v)
             err.args = (f"{err.args[0]}\n\nStacks of the test's live programs:\n{body}",)
             raise err from None
+
+    def _live(self) -> list[Program]:
+        from ._serve import current
+
+        st = current(self._parts.harness)
+        return [p for p in (st.programs if st else []) if p.is_alive()]
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the program's process."""
@@ -293,14 +298,8 @@ def _state(pid: int) -> str | None:
     return _procfs.state(pid)
 
 
-def _programs(h: Harness) -> list[Program]:
-    from ._serve import state
-
-    return [p for p in state(h).programs if p.is_alive()]
-
-
 def program(
-    harness: Harness,
+    parts: Parts,
     argv: Sequence[str] | str,
     *,
     name: str | None = None,
@@ -310,8 +309,9 @@ def program(
     """``Harness.program``: start ``argv`` (see :class:`Program`)."""
     from ._serve import state
 
-    harness._check_open()
-    st = state(harness)
+    harness = parts.harness
+    parts.check_open()
+    st = state(parts)
     st.note_children()
     if isinstance(argv, str):
         raise MpfaultError(
@@ -326,14 +326,14 @@ def program(
         name = os.path.basename(args[0] if len(args) == 1 or "python" not in args[0] else args[1])
         name = os.path.splitext(name)[0] or "program"
         base, k = name, 1
-        while name in harness._names or any(p.name == name for p in st.programs):
+        while name in parts.names or any(p.name == name for p in st.programs):
             k += 1
             name = f"{base}-{k}"
-    elif name in harness._names or any(p.name == name for p in st.programs):
+    elif name in parts.names or any(p.name == name for p in st.programs):
         raise MpfaultError(f"program(): a child or program named {name!r} already exists")
     if name == "MainProcess":
         raise MpfaultError("program(): 'MainProcess' is the test process's own name")
-    harness._names.add(name)
+    parts.names.add(name)
     run_dir = harness.run_dir
     site = os.path.join(run_dir, "site")
     armed = os.path.join(run_dir, "armed")
@@ -376,9 +376,9 @@ def program(
                 close_fds=True,
             )
         except OSError as e:
-            harness._names.discard(name)
+            parts.names.discard(name)
             raise MpfaultError(f"program(): could not start {args!r}: {e}") from e
-    p = Program(harness, name, args, popen, out_path, err_path, armed, stack_sock)
+    p = Program(parts, name, args, popen, out_path, err_path, armed, stack_sock)
     st.programs.append(p)
     return p
 

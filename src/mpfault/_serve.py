@@ -18,8 +18,8 @@ import ipaddress
 import os
 import re
 import socket
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._errors import MpfaultError
 from ._runtime import peers as _peers
@@ -168,11 +168,26 @@ class Served:
             p.wait(5.0)
 
 
+class Parts(NamedTuple):
+    """What the harness hands its served queues and programs (its own, not to be
+    reached into from here)."""
+
+    harness: Harness
+    check_open: Callable[[], None]
+    validate: Callable[[Any, str], None]
+    as_faults: Callable[[Any, str], list[Any]]
+    #: the names of the harness's children and programs (one namespace)
+    names: set[str]
+    limit: Callable[[float | None], float]
+    hang: Callable[[str, float], Exception]
+
+
 class ServeState:
     """The served queues and programs of one harness."""
 
-    def __init__(self, harness: Harness) -> None:
+    def __init__(self, harness: Harness, parts: Parts) -> None:
         self.harness = harness
+        self.parts = parts
         self.served: list[Served] = []
         self.programs: list[Program] = []
         self.authkey = os.urandom(32)
@@ -201,12 +216,19 @@ class ServeState:
         return out
 
 
-def state(harness: Harness) -> ServeState:
+def state(parts: Parts) -> ServeState:
     """The harness's served queues and programs (made on first use)."""
-    st: ServeState | None = harness.__dict__.get("_serve_state")
+    harness = parts.harness
+    st = current(harness)
     if st is None:
-        st = ServeState(harness)
+        st = ServeState(harness, parts)
         harness.__dict__["_serve_state"] = st
+    return st
+
+
+def current(harness: Harness) -> ServeState | None:
+    """The harness's served queues and programs, if it has any."""
+    st: ServeState | None = harness.__dict__.get("_serve_state")
     return st
 
 
@@ -230,7 +252,7 @@ def _check_address(address: Any, allow_remote: bool) -> tuple[str, int]:
 
 
 def serve(
-    harness: Harness,
+    parts: Parts,
     kind: str = "Queue",
     maxsize: int = 0,
     address: tuple[str, int] = ("127.0.0.1", 0),
@@ -241,10 +263,9 @@ def serve(
     allow_remote: bool = False,
 ) -> Served:
     """``Harness.serve``: start a served queue (see :class:`Served`)."""
-    from ._harness import _as_faults
-
-    harness._check_open()
-    st = state(harness)
+    harness = parts.harness
+    parts.check_open()
+    st = state(parts)
     if kind not in _served.KINDS:
         raise MpfaultError(
             f"serve(): unknown kind {kind!r} (expected one of: {', '.join(SERVE_KINDS)})"
@@ -260,7 +281,7 @@ def serve(
     if any(s.name == name for s in st.served) or any(q.name == name for q in harness.queues):
         raise MpfaultError(f"serve(): a queue named {name!r} already exists in this test")
     where = f"faults of served queue {name!r}"
-    plan = list(harness.faults) + _as_faults(faults, where)
+    plan = list(harness.faults) + parts.as_faults(faults, where)
     net: list[NetFault] = []
     for f in plan:
         if f.op == "net":
@@ -268,7 +289,7 @@ def serve(
                 net.append(as_net(f))
             except FaultSpecError as e:
                 raise MpfaultError(f"{where}: {e}") from None
-        harness._validate(f, where)
+        parts.validate(f, where)
         for term in f.terms():
             if term.action == "exit":
                 raise MpfaultError(
@@ -341,7 +362,7 @@ def _start_server(harness: Harness, cfg: _served.ServeConfig, net: list[NetFault
 
 def close(harness: Harness) -> list[str]:
     """Teardown: stop the programs, then the servers; keep the programs' output."""
-    st = harness.__dict__.get("_serve_state")
+    st = current(harness)
     if st is None:
         return []
     problems: list[str] = []
@@ -364,7 +385,7 @@ def describe(harness: Harness, history: Any = None) -> str:
     """What a report says about the harness's served queues and programs: each queue's
     traffic by client, what was lost (or that nothing was), refused connections, the
     network faults fired, and each program's fate with its last operation."""
-    st = harness.__dict__.get("_serve_state")
+    st = current(harness)
     if st is None:
         return ""
     hist = harness.history if history is None else history

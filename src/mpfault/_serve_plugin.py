@@ -21,7 +21,9 @@ _SHOWN = pytest.StashKey[dict[str, tuple[int, int]]]()
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Add what each program wrote since the last phase as report sections."""
     harness = item.stash.get(HARNESS_KEY, None)
-    st = None if harness is None else harness.__dict__.get("_serve_state")
+    # (the attribute _serve keeps on a harness that served or started something: a test
+    # that did neither loads nothing of it)
+    st = None if harness is None else vars(harness).get("_serve_state")
     if st is not None:
         shown = item.stash.setdefault(_SHOWN, {})
         live = not harness.closed  # type: ignore[union-attr]
@@ -41,7 +43,7 @@ def pytest_mpfault_report_sections(
     harness: Any, item: pytest.Item, report: pytest.TestReport
 ) -> list[tuple[str, str]] | None:
     """The ``mpfault served`` section of a failing test that served queues or programs."""
-    if "_serve_state" not in harness.__dict__:
+    if vars(harness).get("_serve_state") is None:
         return None
     from ._serve import describe
 

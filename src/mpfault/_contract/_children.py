@@ -28,6 +28,7 @@ __all__ = [
     "guarded_gets",
     "guarded_puts",
     "noop",
+    "preflight_child",
     "put_and_exit",
     "put_one",
     "sentinel_consumer",
@@ -72,6 +73,20 @@ class FailsToUnpickle:
 
     def __reduce__(self) -> Any:
         return (_fail_on_load, ("unpickling FailsToUnpickle fails",))
+
+
+def preflight_child(q: Any, report: Any) -> None:
+    """Get one item from *q*, put ``("pong", item)`` back; report ``(status, text)``."""
+    _guard()
+    step = "q.get()"
+    try:
+        item = q.get()
+        step = "q.put(('pong', item))"
+        q.put(("pong", item))
+    except BaseException as exc:
+        report.send(("error", f"{step} raised {type(exc).__name__}: {exc}"))
+        return
+    report.send(("ok", ""))
 
 
 def noop() -> None:

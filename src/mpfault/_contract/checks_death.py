@@ -13,7 +13,7 @@ from typing import Any
 from .._timing import TimingError, expect_timeout
 from . import _children
 from .checks_lifecycle import exit_group
-from .context import CheckContext
+from .context import CheckContext, signal_process
 from .model import Mismatch, Outcome, failed, passed
 from .registry import check, unobservable
 
@@ -50,7 +50,7 @@ def _kill_blocked_consumer(cx: CheckContext, q: Any, p: Any, ready: Any) -> None
     cx.recv(ready, what="ready signal")
     if not _wait_lock_held(cx, q._rlock, p):
         raise Mismatch("the consumer never held _rlock while blocked in get()")
-    p.kill()
+    signal_process(p)
     p.join(cx.deadline)
     if p.exitcode != -9:
         raise Mismatch(f"the killed consumer's exit code is {p.exitcode}")
@@ -91,7 +91,7 @@ def _after_killed_producer(cx: CheckContext, q: Any, p: Any) -> Outcome:
         return failed("the child's feeder never started writing")
     if not _wait_lock_held(cx, q._wlock, p):
         return failed("_wlock was not held while the feeder wrote")
-    p.kill()
+    signal_process(p)
     p.join(cx.deadline)
     if q._wlock.acquire(False):
         q._wlock.release()

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _children
-from .context import CheckContext, wait_blocked
+from .context import CheckContext, signal_process, wait_blocked
 from .model import Outcome, failed, passed
 from .registry import check, unobservable
 
@@ -140,7 +140,7 @@ def manager_killed_consumer(cx: CheckContext) -> Outcome:
     cx.recv(r, what="ready signal")
     if not wait_blocked(p.pid):
         p.join(cx.hold)  # no /proc: give the request time to reach the manager
-    p.kill()
+    signal_process(p)
     p.join(cx.deadline)
     q.put("x")
     # The manager may read the dead consumer's request only now (it is still in the
@@ -192,7 +192,7 @@ def manager_death(cx: CheckContext) -> Outcome:
     if not tid or not wait_blocked(os.getpid(), tid[0]):
         getter.join(cx.hold)
     proc = manager._process  # type: ignore[attr-defined]
-    proc.kill()
+    signal_process(proc)
     proc.join(cx.deadline)
     if not getter.join(cx.deadline):
         return failed(f"get() still blocked {cx.deadline:g} s after the manager was killed")

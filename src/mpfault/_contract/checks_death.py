@@ -47,6 +47,7 @@ def _wait_lock_held(cx: CheckContext, lock: Any, p: Any) -> bool:
 
 def _kill_blocked_consumer(cx: CheckContext, q: Any, p: Any, ready: Any) -> None:
     """Wait until consumer *p* is blocked in get() holding _rlock, then SIGKILL it."""
+    cx.private(q, "_rlock")
     cx.recv(ready, what="ready signal")
     if not _wait_lock_held(cx, q._rlock, p):
         raise Mismatch("the consumer never held _rlock while blocked in get()")
@@ -102,6 +103,7 @@ def _after_killed_producer(cx: CheckContext, q: Any, p: Any) -> Outcome:
 def _death_group(cx: CheckContext) -> tuple[Outcome, Outcome]:
     """Rows 42 and 43 for Q/JQ: both children are started together (fresh queues)."""
     consumer_q = cx.make()
+    cx.private(consumer_q, "_rlock", "_wlock", "_reader")
     ready_r, ready_w = cx.pipe()
     consumer = cx.start(_children.blocking_get, consumer_q, ready_w)
     # The truncated frame the producer leaves is never read: get() would block forever.
@@ -153,6 +155,7 @@ def killed_consumer_wedges(cx: CheckContext) -> Outcome:
 def killed_consumer_wedges_sq(cx: CheckContext) -> Outcome:
     """Row 55."""
     q = cx.make()
+    cx.private(q, "_rlock")
     r, w = cx.pipe()
     _kill_blocked_consumer(cx, q, cx.start(_children.blocking_get, q, w), r)
     q.put("stuck")

@@ -76,7 +76,7 @@ def _visibility(cx: CheckContext) -> Visibility:
             got = cx.get(q)
         if got != item:
             raise Mismatch(f"got {got!r} instead of {item!r}")
-        if cx.kind in ("Q", "JQ", "SQ"):
+        if cx.kind in ("Q", "JQ", "SQ") and callable(getattr(q, "close", None)):
             q.close()
     return v
 

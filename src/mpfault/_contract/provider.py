@@ -340,7 +340,7 @@ class SpecProvider(QueueProvider):
     ) -> None:
         super().__init__()
         self._queue = queue
-        self.name = name or getattr(queue, "__qualname__", repr(queue))
+        self.name = str(name or getattr(queue, "__qualname__", repr(queue)))
         self.kind = kind
         self._bound_name: str | None = None
         owner = getattr(queue, "__self__", None)
@@ -371,7 +371,7 @@ class SpecProvider(QueueProvider):
             ) from None
         if not callable(getattr(ctx, "Process", None)):
             raise ProviderError(f"{self.context_name}({method!r}) has no Process")
-        return ctx  # type: ignore[no-any-return]
+        return ctx
 
     def create(self, ctx: Any, maxsize: int) -> Any:
         """Call the queue constructor in the detected style."""

@@ -235,7 +235,8 @@ class ContractCollector(pytest.Collector):
 
 def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
     """Under the "collected" line: what the preflight found out about --mpfault-queue."""
-    return list(config.stash.get(_PREFLIGHT_KEY, []))
+    lines: list[str] = config.stash.get(_PREFLIGHT_KEY, [])
+    return list(lines)
 
 
 @pytest.hookimpl(tryfirst=True)

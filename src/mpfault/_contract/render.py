@@ -223,7 +223,7 @@ def _verdicts(data: Mapping[str, Any]) -> dict[str, tuple[str, dict[str, Mapping
 
 
 def _summary(per_method: Mapping[str, Mapping[str, Any]]) -> str:
-    labels = {m: _LABEL.get(r["status"], r["status"]) for m, r in per_method.items()}
+    labels = {m: str(_LABEL.get(r["status"], r["status"])) for m, r in per_method.items()}
     if len(set(labels.values())) == 1:
         return next(iter(labels.values()))
     return " ".join(f"{m}:{v}" for m, v in labels.items())

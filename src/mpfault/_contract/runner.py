@@ -237,19 +237,19 @@ class ContractRunner:
         if not finished:
             status, observed = "error", f"did not finish within {self.check_deadline:g} s"
         else:
-            exc = call.exception
-            if exc is None:
+            error = call.exception
+            if error is None:
                 outcome = call.value()
                 assert outcome is not None
                 status, observed = outcome.status, outcome.observed
-            elif isinstance(exc, Unsupported):
-                status, observed = "skip", str(exc)
-            elif isinstance(exc, AssertionError) and not _raised_by_queue(exc):
-                status, observed = "fail", str(exc) or f"{type(exc).__name__} in the check"
-            elif isinstance(exc, Exception):
-                status, observed = "error", _describe_error(exc)
+            elif isinstance(error, Unsupported):
+                status, observed = "skip", str(error)
+            elif isinstance(error, AssertionError) and not _raised_by_queue(error):
+                status, observed = "fail", str(error) or f"{type(error).__name__} in the check"
+            elif isinstance(error, Exception):
+                status, observed = "error", _describe_error(error)
             else:
-                raise exc  # KeyboardInterrupt and the like
+                raise error  # KeyboardInterrupt and the like
         if call.exception is not None:
             drop_tracebacks(call.exception)
         if check.kind == "detail" and status == "fail":

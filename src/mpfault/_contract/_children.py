@@ -84,7 +84,8 @@ def preflight_child(q: Any, report: Any) -> None:
         step = "q.put(('pong', item))"
         q.put(("pong", item))
     except BaseException as exc:
-        report.send(("error", f"{step} raised {type(exc).__name__}: {exc}"))
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (no message)"
+        report.send(("error", f"{step} raised {text}"))
         return
     report.send(("ok", ""))
 

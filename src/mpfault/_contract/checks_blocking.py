@@ -104,9 +104,14 @@ def _default_block(cx: CheckContext) -> dict[str, Outcome]:
         early = [c for c in calls if c.done]
         if early:
             c = early[0]
+            hint = ""
+            if isinstance(c.exception, (queue.Empty, queue.Full)):
+                hint = " (a finite default timeout?)"
+            elif c.exception is None:
+                hint = " (it did not block at all)"
             out[which] = failed(
                 f"{c.name} {where} {c.describe()} after {c.finished - c.started:.4f} s instead "
-                f"of blocking for at least {hold:g} s (a finite default timeout?)"
+                f"of blocking for at least {hold:g} s{hint}"
             )
     # Release them: each get() frees one slot; each put() wakes one getter.
     if full is not None and "put" not in out:

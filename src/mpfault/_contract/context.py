@@ -148,6 +148,17 @@ def reap(procs: Iterable[BaseProcess], grace: float = GRACE) -> None:
             p.join(max(0.0, end - time.monotonic()))
 
 
+class _Hung(Exception):
+    """A watched call that did not return in time (see :meth:`CheckContext.immediate`)."""
+
+
+def _exc_name(types: Any) -> str:
+    if isinstance(types, tuple):
+        return " or ".join(_exc_name(t) for t in types)
+    module = types.__module__
+    return f"queue.{types.__qualname__}" if module in ("_queue", "queue") else types.__qualname__
+
+
 def signal_process(p: BaseProcess, step: str = "kill") -> None:
     """``p.terminate()`` or ``p.kill()``, by signal where the Process class lacks them
     (billiard's ``Process`` has no ``kill()``)."""
@@ -418,11 +429,26 @@ class CheckContext:
         Returns the elapsed seconds; raises :class:`Mismatch` naming *label*.
         """
         problem = ""
+        bound = max(self.hold * 5, self.limit * 10)
+
+        def watched() -> Any:
+            # A call that never returns must not hang the check: watch it.
+            call = Call(fn, name="mpfault-check-immediate")
+            if not call.join(bound):
+                raise _Hung(bound)
+            return call.value()
+
         for _ in range(attempts):
             try:
                 with expect_immediate(raises=raises, limit=self.limit) as t:
-                    fn()
+                    watched()
             except TimingError as exc:
+                if isinstance(exc.exception, _Hung) or isinstance(exc.__cause__, _Hung):
+                    want = "return" if raises is None else f"raise {_exc_name(raises)}"
+                    raise Mismatch(
+                        f"{label}: still blocked after {bound:g} s (expected it to {want} "
+                        f"within {self.limit:g} s)"
+                    ) from None
                 problem = str(exc)
                 if exc.elapsed <= self.limit:
                     break  # wrong outcome, not slowness: no retry

@@ -170,6 +170,11 @@ class ReorderingQueue:
         self._a.close()
         self._b.close()
 
+    def join_thread(self) -> None:
+        """Join both shards' feeders."""
+        self._a.join_thread()
+        self._b.join_thread()
+
     def cancel_join_thread(self) -> None:
         """Do not wait for the shards' feeders at exit."""
         self._a.cancel_join_thread()

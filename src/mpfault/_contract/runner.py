@@ -38,6 +38,7 @@ from .context import (
 from .model import (
     ALL_KINDS,
     NO_QUEUE,
+    Mismatch,
     Check,
     Outcome,
     Report,
@@ -293,8 +294,10 @@ def _in_contract(filename: str) -> bool:
 
 def _raised_by_queue(exc: BaseException) -> bool:
     """Whether *exc* was raised inside the queue's code (not by a check's assertion)."""
+    if isinstance(exc, (Mismatch, TimingError)):
+        return False
     tb = traceback.extract_tb(exc.__traceback__)
-    return bool(tb) and not _in_contract(tb[-1].filename) and not isinstance(exc, TimingError)
+    return bool(tb) and not _in_contract(tb[-1].filename)
 
 
 def _describe_error(exc: BaseException) -> str:

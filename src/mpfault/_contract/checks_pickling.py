@@ -203,7 +203,11 @@ def unpicklable_at_exit(cx: CheckContext) -> Outcome:
     noisy = "Traceback" in r.note or "pickle" in r.note
     cx.figure(**{"stderr bytes": len(r.note)})
     if r.exitcode != 0:
-        return failed(f"exit code {r.exitcode}")
+        last = _last_line(r.note)
+        return failed(
+            f"the child (20 items, then put(Unpicklable()), then return) exited with code "
+            f"{r.exitcode}" + (f"; its stderr ended: {last}" if last else "")
+        )
     if r.received != 20:
         return failed(f"{r.received} items arrived instead of the 20 good ones")
     if noisy:

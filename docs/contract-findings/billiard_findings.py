@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import queue
 import sys
-import threading
 import time
 
 import billiard
@@ -43,8 +42,12 @@ def main(method: str) -> int:
         got = q.get(timeout=0)
         confirm("row 8", False, f"get(timeout=0) returned {got!r}")
     except queue.Empty:
-        confirm("row 8", True, "get(timeout=0) raised Empty while empty() was False; "
-                f"get(timeout=10) then gave {q.get(timeout=10)!r}")
+        confirm(
+            "row 8",
+            True,
+            "get(timeout=0) raised Empty while empty() was False; "
+            f"get(timeout=10) then gave {q.get(timeout=10)!r}",
+        )
 
     # row 36 (fail; and its detail row differs): after one unpicklable put, later puts vanish.
     q = ctx.Queue()
@@ -54,7 +57,9 @@ def main(method: str) -> int:
         got = q.get(timeout=5)
         confirm("row 36", False, f"the next item arrived: {got!r}")
     except queue.Empty:
-        confirm("row 36", True, "put(Unpicklable()) returned, then put('after-1') never arrived (5 s)")
+        confirm(
+            "row 36", True, "put(Unpicklable()) returned, then put('after-1') never arrived (5 s)"
+        )
 
     # row 6 (differs): get(timeout=0.1) returns a little before 0.1 s.
     q = ctx.Queue()
@@ -66,7 +71,11 @@ def main(method: str) -> int:
         except queue.Empty:
             pass
         shortest = min(shortest, time.perf_counter() - t0)
-    confirm("row 6", shortest < 0.1, f"shortest of 20 get(timeout=0.1) on an empty queue: {shortest:.4f} s")
+    confirm(
+        "row 6",
+        shortest < 0.1,
+        f"shortest of 20 get(timeout=0.1) on an empty queue: {shortest:.4f} s",
+    )
 
     # row 18 (differs): an unused, closed queue's empty() raises OSError (CPython 3.9+: True).
     q = ctx.Queue()
@@ -96,7 +105,11 @@ def main(method: str) -> int:
             confirm("row 68", False, f"start() raised RuntimeError({exc})")
         else:
             p.join(30)
-            confirm("row 68", p.exitcode not in (0, None), f"start() did not raise; the child exited with {p.exitcode}")
+            confirm(
+                "row 68",
+                p.exitcode not in (0, None),
+                f"start() did not raise; the child exited with {p.exitcode}",
+            )
     return 0 if all(ok for _, ok, _ in results) else 1
 
 

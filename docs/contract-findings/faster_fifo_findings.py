@@ -15,7 +15,6 @@ import queue
 import signal
 import sys
 import threading
-import time
 
 import faster_fifo
 
@@ -71,14 +70,26 @@ def main(method: str) -> int:
 
     # why a provider: maxsize=0 holds nothing (CPython: no limit)
     err = raised(lambda: faster_fifo.Queue(maxsize=0).put("x", timeout=0.1))
-    confirm("provider", err is not None and "Full" in err, f"Queue(maxsize=0).put('x', timeout=0.1) raised {err}")
+    confirm(
+        "provider",
+        err is not None and "Full" in err,
+        f"Queue(maxsize=0).put('x', timeout=0.1) raised {err}",
+    )
 
     # rows 1, 2 (fail): block=True with timeout=None is refused.
     full = make(1)
     full.put("a")
-    confirm("row 1", bool(raised(lambda: full.put("b", True, None))), f"put('b', True, None) on a full queue raised {raised(lambda: full.put('b', True, None))}")
+    confirm(
+        "row 1",
+        bool(raised(lambda: full.put("b", True, None))),
+        f"put('b', True, None) on a full queue raised {raised(lambda: full.put('b', True, None))}",
+    )
     empty = make()
-    confirm("row 2", bool(raised(lambda: empty.get(True, None))), f"get(True, None) on an empty queue raised {raised(lambda: empty.get(True, None))}")
+    confirm(
+        "row 2",
+        bool(raised(lambda: empty.get(True, None))),
+        f"get(True, None) on an empty queue raised {raised(lambda: empty.get(True, None))}",
+    )
 
     # row 8 detail (differs): get(timeout=-1) blocks instead of returning at once.
     t = threading.Thread(target=lambda: raised(lambda: make().get(timeout=-1)), daemon=True)
@@ -90,17 +101,25 @@ def main(method: str) -> int:
     q = make(1)
     q.put("x")
     e, f = q.empty(), q.full()
-    confirm("rows 13/15", e is False and f is True, f"right after put(): empty()={e}, full()={f} (never both True)")
+    confirm(
+        "rows 13/15",
+        e is False and f is True,
+        f"right after put(): empty()={e}, full()={f} (never both True)",
+    )
     q2 = make()
     q2.put("y")
-    confirm("row 14", raised(q2.get_nowait) is None, "get_nowait() right after put() returned the item")
+    confirm(
+        "row 14", raised(q2.get_nowait) is None, "get_nowait() right after put() returned the item"
+    )
 
     # row 18 (differs): a used, closed queue's empty() is True (CPython: OSError).
     q = make()
     q.put(1)
     q.get(timeout=5)
     q.close()
-    confirm("row 18", raised(q.empty) is None, f"empty() on a used, closed queue returned {q.empty()!r}")
+    confirm(
+        "row 18", raised(q.empty) is None, f"empty() on a used, closed queue returned {q.empty()!r}"
+    )
 
     # row 34 (fail): put() on a closed queue does not raise.
     q = make()
@@ -113,12 +132,16 @@ def main(method: str) -> int:
     d = {"v": 1}
     q.put(d)
     d["v"] = 2
-    confirm("row 23", q.get(timeout=5)["v"] == 1, "a mutation right after put() was not seen by get()")
+    confirm(
+        "row 23", q.get(timeout=5)["v"] == 1, "a mutation right after put() was not seen by get()"
+    )
 
     # row 24 (differs): no feeder thread.
     before = threading.active_count()
     make().put(b"x" * 200_000)
-    confirm("row 24", threading.active_count() == before, "put(200 KB) with no reader started no thread")
+    confirm(
+        "row 24", threading.active_count() == before, "put(200 KB) with no reader started no thread"
+    )
 
     # rows 25/26, 27, 28 (differ): no buffer to flush at exit; nothing lost on os._exit/SIGKILL.
     for how, row in (("return-1MB", "rows 25/26"), ("os_exit", "row 27"), ("sigkill", "row 28")):
@@ -128,11 +151,15 @@ def main(method: str) -> int:
         p.join(5)
         exited = p.exitcode
         try:
-            got = q.get(timeout=5)
+            q.get(timeout=5)
             arrived = "arrived"
         except queue.Empty:
             arrived = "was lost"
-        confirm(row, exited is not None and arrived == "arrived", f"child {how}: exit code {exited} before any get(); the item {arrived}")
+        confirm(
+            row,
+            exited is not None and arrived == "arrived",
+            f"child {how}: exit code {exited} before any get(); the item {arrived}",
+        )
 
     # row 32 (differs): join_thread() on an open queue returns.
     confirm("row 32", raised(make().join_thread) is None, "join_thread() on an open queue returned")
@@ -144,11 +171,17 @@ def main(method: str) -> int:
     p = ctx.Process(target=put_bad_last, args=(q,))
     p.start()
     p.join(10)
-    confirm("row 37", p.exitcode == 1, f"a child whose last put() was unpicklable exited with {p.exitcode} (the error raised there)")
+    confirm(
+        "row 37",
+        p.exitcode == 1,
+        f"a child whose last put() was unpicklable exited with {p.exitcode} (raised there)",
+    )
 
     # row 40 (differs): pickling the queue raises TypeError (mmap), not RuntimeError.
     err = raised(lambda: pickle.dumps(make()))
-    confirm("row 40", err is not None and err.startswith("TypeError"), f"pickle.dumps(q) raised {err}")
+    confirm(
+        "row 40", err is not None and err.startswith("TypeError"), f"pickle.dumps(q) raised {err}"
+    )
 
     # row 68 (differs, spawn): a queue made before a spawn child just works there.
     if method != "fork":
@@ -156,7 +189,11 @@ def main(method: str) -> int:
         p = ctx.Process(target=put_one, args=(q,))
         p.start()
         p.join(30)
-        confirm("row 68", p.exitcode == 0 and q.get(timeout=5) == "x", f"the spawn child exited with {p.exitcode} and its item arrived")
+        confirm(
+            "row 68",
+            p.exitcode == 0 and q.get(timeout=5) == "x",
+            f"the spawn child exited with {p.exitcode} and its item arrived",
+        )
     return 0 if all(ok for _, ok, _ in results) else 1
 
 

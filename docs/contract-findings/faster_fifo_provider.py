@@ -42,4 +42,8 @@ class FasterFifo(QueueProvider):
         """As QueueProvider.describe, with faster-fifo's own package and version."""
         from importlib import metadata
 
-        return {**super().describe(), "package": "faster-fifo", "version": metadata.version("faster-fifo")}
+        return {
+            **super().describe(),
+            "package": "faster-fifo",
+            "version": metadata.version("faster-fifo"),
+        }

@@ -38,8 +38,8 @@ from .context import (
 from .model import (
     ALL_KINDS,
     NO_QUEUE,
-    Mismatch,
     Check,
+    Mismatch,
     Outcome,
     Report,
     Result,

@@ -95,6 +95,26 @@ def main(method: str) -> int:
     except ValueError as exc:
         confirm("row 32", True, f"join_thread() on an open queue raised ValueError({exc})")
 
+    # row 35 (differs): put(); close(); join_thread() prints BrokenPipeError tracebacks
+    # (close() closes the reader at once, as CPython 3.8 did).
+    import contextlib
+    import io
+
+    noisy = 0
+    for _ in range(20):
+        buf = io.StringIO()
+        with contextlib.redirect_stderr(buf):
+            q = ctx.Queue()
+            q.put(b"x" * 1000)
+            q.close()
+            q.join_thread()
+        noisy += "BrokenPipeError" in buf.getvalue()
+    confirm(
+        "row 35",
+        noisy > 0,
+        f"BrokenPipeError printed in {noisy}/20 trials of put(); close(); join_thread()",
+    )
+
     # row 68 (differs, spawn only): a fork-context queue in a spawn child: the child crashes.
     if method != "fork":
         q = billiard.get_context("fork").Queue()

@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing import queues as mpqueues
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -88,6 +89,34 @@ def _last_line(text: str) -> str:
     return lines[-1].strip() if lines else ""
 
 
+@dataclass
+class AfterUnpicklable:
+    """What one put(Unpicklable()) followed by two good puts did (shared by row 36's checks)."""
+
+    raised: str | None
+    got: list[Any]
+    printed: str
+
+
+def _after_unpicklable(cx: CheckContext) -> AfterUnpicklable:
+    q = capturing(cx) if cx.kind in ("Q", "JQ") else cx.make()
+    raised = None
+    with stderr_kept() as err:
+        try:
+            q.put(_children.Unpicklable())
+        except Exception as exc:
+            raised = exc_text(exc)
+        q.put("after-1")
+        q.put("after-2")
+        got = []
+        for _ in range(2):
+            try:
+                got.append(cx.get(q))
+            except queue.Empty:
+                break
+    return AfterUnpicklable(raised, got, _last_line(err.getvalue()))
+
+
 @check(
     row=36,
     slug="queue-usable-after-unpicklable-put",
@@ -104,28 +133,13 @@ def _last_line(text: str) -> str:
 )
 def usable_after_unpicklable(cx: CheckContext) -> Outcome:
     """Row 36 (documented part), through the provider's queue."""
-    q = capturing(cx) if cx.kind in ("Q", "JQ") else cx.make()
-    with stderr_kept() as err:
-        try:
-            q.put(_children.Unpicklable())
-        except Exception as exc:
-            first = f"put(Unpicklable()) raised {exc_text(exc)}"
-        else:
-            first = "put(Unpicklable()) returned"
-        q.put("after-1")
-        q.put("after-2")
-        got = []
-        for _ in range(2):
-            try:
-                got.append(cx.get(q))
-            except queue.Empty:
-                break
-    printed = _last_line(err.getvalue())
-    cx.figure(put=first, stderr=printed or "nothing")
-    if got != ["after-1", "after-2"]:
+    r = cx.shared("after-unpicklable", lambda: _after_unpicklable(cx))
+    first = f"put(Unpicklable()) raised {r.raised}" if r.raised else "put(Unpicklable()) returned"
+    cx.figure(put=first, stderr=r.printed or "nothing")
+    if r.got != ["after-1", "after-2"]:
         return failed(
-            f"{first}; then put('after-1'), put('after-2'): get() gave {got!r} and then "
-            f"nothing within {cx.deadline:g} s" + (f" (stderr: {printed})" if printed else "")
+            f"{first}; then put('after-1'), put('after-2'): get() gave {r.got!r} and then "
+            f"nothing within {cx.deadline:g} s" + (f" (stderr: {r.printed})" if r.printed else "")
         )
     return passed(f"{first}; the next two items arrived in order")
 
@@ -147,22 +161,14 @@ def unpicklable_put(cx: CheckContext) -> Outcome:
     """Row 36."""
     q = capturing(cx)
     if not cx.stdlib:
-        with stderr_kept() as printed:
-            try:
-                q.put(_children.Unpicklable())
-            except Exception as exc:
-                return failed(f"put(Unpicklable()) raised {exc_text(exc)} in the caller")
-            q.put("after")
-            try:
-                got = cx.get(q)
-            except queue.Empty:
-                got = None
-        line = _last_line(printed.getvalue())
-        if got != "after":
-            return failed(f"put(Unpicklable()) returned; the next item: {got!r}")
+        r = cx.shared("after-unpicklable", lambda: _after_unpicklable(cx))
+        if r.raised:
+            return failed(f"put(Unpicklable()) raised {r.raised} in the caller")
+        if not r.got:
+            return failed("put(Unpicklable()) returned; the next item never arrived")
         return passed(
             "put(Unpicklable()) returned; "
-            + (f"the error was printed: {line}" if line else "nothing was printed")
+            + (f"the error was printed: {r.printed}" if r.printed else "nothing was printed")
             + "; the next item arrived"
         )
     q.put(_children.Unpicklable())  # returns: pickling happens in the feeder thread

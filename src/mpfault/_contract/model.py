@@ -293,6 +293,12 @@ class Result:
             "violation": self.violation,
             "observed": self.observed,
             "figures": dict(self.figures),
+            "evidence": self.observed
+            + (
+                ""
+                if not self.figures
+                else f" ({', '.join(f'{k}={v}' for k, v in self.figures.items())})"
+            ),
             "duration": round(self.duration, 4),
         }
 

@@ -466,3 +466,32 @@ def byte_capacity(ctx: BaseContext, maxsize: int) -> ByteCapacityQueue:
 def context_bound(ctx: BaseContext, maxsize: int) -> ContextBoundQueue:
     """A queue usable only from :func:`bound_context` processes."""
     return ContextBoundQueue(ctx.Queue(maxsize))
+
+
+from mpfault._contract.provider import QueueProvider  # noqa: E402
+
+
+class ManagerQueues(QueueProvider):
+    """A control, not a broken queue: Manager().Queue() through a provider that starts
+    the manager in setup() and shuts it down in teardown()."""
+
+    name = "Manager().Queue() (provider)"
+    kind = "MQ"
+
+    def setup(self, method: str) -> None:
+        """Start a manager for *method*."""
+        super().setup(method)
+        self.manager = self.ctx.Manager()
+        self.started = getattr(self, "started", 0) + 1
+
+    def create(self, ctx: Any, maxsize: int) -> Any:
+        """A proxy of a queue.Queue in the manager."""
+        return self.manager.Queue(maxsize)
+
+    def teardown(self) -> None:
+        """Shut the manager down."""
+        manager = getattr(self, "manager", None)
+        if manager is not None:
+            manager.shutdown()
+            self.manager = None
+        super().teardown()

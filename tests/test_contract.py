@@ -650,3 +650,26 @@ def test_compare_prints_the_rows_that_differ_side_by_side(tmp_path: Path) -> Non
     assert "2 row(s) differ among 2 report(s)" in proc.stdout
     assert "contract_broken_queues:flag_close (" in proc.stdout  # column headings
     assert "[fork] FAIL: the item did not arrive" in proc.stdout  # the evidence
+
+
+def test_a_provider_is_set_up_and_torn_down_per_start_method(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Manager queue through a provider: its manager starts in setup(), is shut down in
+    teardown(), and every documented row run passes."""
+    from mpfault._contract.runner import preflight, run_contract
+
+    monkeypatch.syspath_prepend(str(TESTS))
+    provider = load_provider("contract_broken_queues:ManagerQueues")
+    methods = [m for m in ("fork", "spawn") if m in METHODS]
+    lines = preflight(provider, methods)
+    assert lines[0].startswith("queue Manager().Queue() (provider): behaves like ManagerQueue")
+    report = run_contract(methods=methods, rows=[3, 4, 8, 47, 56, 57], provider=provider)
+    assert provider.method is None  # torn down
+    assert provider.started == 2 * len(methods)  # preflight + run, per start method
+    assert {r.status for r in report.results} == {"pass"}, [
+        (r.test_id, r.observed) for r in report.results if r.status != "pass"
+    ]
+    assert {r.queue_kind for r in report.results} == {"MQ"}
+    assert report.provider["kind"] == "MQ"
+    assert not multiprocessing.active_children()

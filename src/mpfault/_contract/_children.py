@@ -184,7 +184,7 @@ def guarded_puts(q: Any, tag: int, n: int, report: Any, patience: float = 20.0) 
             else:
                 ok.append(len(ok))
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"put_nowait() raised {type(exc).__name__}({str(exc)!r})"
     report.send((tag, ok, full_raised, full_seen, error))
 
 
@@ -213,7 +213,7 @@ def guarded_gets(q: Any, report: Any, ready: Any = None) -> None:
                 break
             got.append(item)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"get_nowait()/empty() raised {type(exc).__name__}({str(exc)!r})"
     report.send((got, empty_raised, error))
 
 

@@ -14,7 +14,7 @@ from .._timing import TimingError, expect_timeout
 from . import _children
 from .checks_lifecycle import exit_group
 from .context import CheckContext, signal_process
-from .model import Mismatch, Outcome, failed, passed
+from .model import Mismatch, Outcome, Unsupported, failed, passed
 from .registry import check, unobservable
 
 DOC_KILL = (
@@ -211,7 +211,12 @@ def no_eof(cx: CheckContext) -> Outcome:
         return failed("the reader polled readable (EOF) after the producer exited")
     if cx.kind != "SQ" and r.note != "Empty":
         return failed(f"get(timeout) after the producer exited: {r.note}")
-    return passed("no EOF: poll() stayed False" + ("" if cx.kind == "SQ" else ", get() Empty"))
+    parts = ["the reader's poll() stayed False"] if r.polled else []
+    if cx.kind != "SQ":
+        parts.append("get(timeout=0.05) raised queue.Empty, not EOFError")
+    if not parts:
+        raise Unsupported("no _reader (CPython's private attribute) and no get() timeout")
+    return passed("after the only producer exited: " + "; ".join(parts))
 
 
 unobservable(

@@ -75,6 +75,7 @@ class Exited:
     alive_after_hold: bool = False
     seconds: float = 0.0
     eof: bool = False
+    polled: bool = False
     note: str = ""
 
 
@@ -187,6 +188,7 @@ def _exit_group(cx: CheckContext) -> ExitGroup:
     g.normal.exitcode = normal_p.exitcode
     reader = getattr(normal_q, "_reader", None)
     g.normal.eof = bool(reader.poll(0.05)) if reader is not None else False  # EOF: readable
+    g.normal.polled = reader is not None
     if cx.kind != "SQ":
         try:
             extra = normal_q.get(timeout=0.05)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _children
-from .context import CheckContext, signal_process, wait_blocked
+from .context import CheckContext, exc_text, signal_process, wait_blocked
 from .model import Outcome, failed, passed
 from .registry import check, unobservable
 
@@ -78,7 +78,7 @@ def manager_exceptions(cx: CheckContext) -> Outcome:
             fn()
         except Exception as exc:
             if type(exc) is not want:
-                return failed(f"{label} raised {type(exc).__module__}.{type(exc).__name__}")
+                return failed(f"{label} raised {exc_text(exc)}")
             seen.append(type(exc).__name__)
         else:
             return failed(f"{label} did not raise")
@@ -324,7 +324,7 @@ def manager_shutdown(cx: CheckContext) -> Outcome:
         except shutdown_error:
             continue
         except Exception as exc:
-            return failed(f"{label} raised {type(exc).__name__} instead of ShutDown")
+            return failed(f"{label} raised {exc_text(exc)} instead of ShutDown")
         return failed(f"{label} did not raise ShutDown")
     return passed("drained 1, then ShutDown from get() and put()")
 

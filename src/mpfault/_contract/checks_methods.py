@@ -129,7 +129,7 @@ def fork_queue_other_context(cx: CheckContext) -> Outcome:
     except RuntimeError as exc:
         cx.figure(raised=str(exc)[:80])
         if not new:
-            return passed(f"start() raised RuntimeError: {exc}")
+            return passed(f"start() raised {exc_text(exc)}")
         if "fork context" not in str(exc):
             return failed(f"start() raised {exc_text(exc)}, without 'fork context'")
         return passed("start() raised RuntimeError (SemLock created in a fork context)")

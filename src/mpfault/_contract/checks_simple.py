@@ -113,7 +113,7 @@ def simplequeue_closed(cx: CheckContext) -> Outcome:
         try:
             fn()
         except Exception as exc:
-            others.append(f"{label}: {type(exc).__name__}")
+            others.append(f"{label}: {exc_text(exc)}")
         else:
             others.append(f"{label}: returned")
     cx.figure(**{"get/put": ", ".join(others)})

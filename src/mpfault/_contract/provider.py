@@ -273,7 +273,7 @@ def _import(spec: str, what: str) -> Any:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
         raise ProviderError(
-            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+            f"cannot import module {module_name!r}: {type(exc).__name__}({str(exc)!r})"
         ) from None
     if not sep:
         return obj
@@ -367,7 +367,7 @@ class SpecProvider(QueueProvider):
             ctx = self._context(method)
         except Exception as exc:
             raise ProviderError(
-                f"{self.context_name}({method!r}) raised {type(exc).__name__}: {exc}"
+                f"{self.context_name}({method!r}) raised {type(exc).__name__}({str(exc)!r})"
             ) from None
         if not callable(getattr(ctx, "Process", None)):
             raise ProviderError(f"{self.context_name}({method!r}) has no Process")

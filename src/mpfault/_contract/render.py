@@ -253,7 +253,7 @@ def render_compare(docs: list[Mapping[str, Any]], names: list[str] | None = None
     index = {c.id: n for n, c in enumerate(all_checks())}
     ids = sorted({i for v in per_doc for i in v}, key=lambda i: (index.get(i, len(index)), i))
     width = max(24, *(len(h) for h in heads))
-    width = min(width, 40)
+    width = min(width, 46)
     lines = [
         "mpfault contract comparison: the rows where the verdicts differ",
         "",

@@ -144,8 +144,9 @@ class Check:
         expect: what the check expects to observe, in a few words.
         func: the check function, or ``None`` when the row cannot be observed portably.
         unobservable: why the row cannot be observed (when ``func`` is ``None``).
-        generic: whether the check uses only the generic queue API, so that it also
-            runs against a third-party queue (``--queue module:factory``).
+        generic: whether the check uses only the generic queue API (informative: every
+            check runs through any queue provider; what a queue lacks makes the check
+            fail, if its kind documents it, or not applicable).
         since: first Python version (inclusive) the behaviour applies to.
         until: last Python version (inclusive) the behaviour applies to.
         methods: start methods it applies to (``None``: all).

@@ -572,21 +572,25 @@ def test_broken_queue_fails_exactly_its_rows(
 @pytest.mark.slow
 def test_an_early_return_within_tolerance_is_a_visible_difference(tmp_path: Path) -> None:
     path = tmp_path / "contract.json"
-    proc = run_cli(
-        "check",
-        "--queue",
-        "contract_broken_queues:slightly_early",
-        "--start-methods",
-        "fork",
-        "--rows",
-        "6",
-        "--json",
-        str(path),
-        "-q",
-        cwd=_broken_cwd(tmp_path),
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr  # differs: not a failure
-    (result,) = json.loads(path.read_text())["results"]
+    cwd = _broken_cwd(tmp_path)
+    for _ in range(3):  # under load the call's overhead can absorb the 0.95 ms
+        proc = run_cli(
+            "check",
+            "--queue",
+            "contract_broken_queues:slightly_early",
+            "--start-methods",
+            "fork",
+            "--rows",
+            "6",
+            "--json",
+            str(path),
+            "-q",
+            cwd=cwd,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr  # differs: not a failure
+        (result,) = json.loads(path.read_text())["results"]
+        if result["status"] == "differs":
+            break
     assert result["status"] == "differs", result
     assert "ms before its timeout of 0.1 s" in result["observed"]
     assert "differs[1] -0." in proc.stdout  # the cell shows the negative overshoot

@@ -611,6 +611,7 @@ def test_a_context_bound_queue_needs_its_context(method: str, tmp_path: Path) ->
         f"mpfault check: error: preflight of --queue failed: {spec}: in the child started "
         f"from multiprocessing.get_context('{method}').Process, q.get() raised RuntimeError"
     ), proc.stderr
+    assert "give --context pkg:get_context" in proc.stderr
     path = tmp_path / "bound.json"
     proc = run_cli(
         "check",

@@ -50,7 +50,6 @@ from .provider import (
     KIND_LABELS,
     ProviderError,
     QueueProvider,
-    SpecProvider,
     StdlibProvider,
     load_provider,
     probe_kind,
@@ -381,19 +380,14 @@ def _preflight_method(
                 )
         r, w = ctx.Pipe(duplex=False)
         proc_name = f"{provider.context_name.split(' ')[0]}({method!r}).Process"
+        hint = ""
+        if provider.context_name == "multiprocessing.get_context" and not provider.stdlib:
+            hint = " (does the queue need its package's context? give --context pkg:get_context)"
         try:
             p = ctx.Process(target=_children.preflight_child, args=(q, w), daemon=True)
             procs.append(p)
             p.start()
         except Exception as exc:
-            hint = ""
-            if (
-                isinstance(provider, SpecProvider)
-                and "get_context" not in provider.context_name[:30]
-            ):
-                hint = (
-                    " (does the queue need its package's context? give --context pkg:get_context)"
-                )
             raise ProviderError(
                 f"{name}: starting a child from {proc_name} with the queue raised "
                 f"{exc_text(exc)}{hint}"
@@ -419,7 +413,7 @@ def _preflight_method(
             )
         status, text = r.recv()
         if status != "ok":
-            raise ProviderError(f"{name}: in the child started from {proc_name}, {text}")
+            raise ProviderError(f"{name}: in the child started from {proc_name}, {text}{hint}")
         getter = Call(q.get, name="mpfault-preflight-get")
         if not getter.join(deadline):
             raise ProviderError(

@@ -38,17 +38,22 @@ def test_contract_cells_are_test_items(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*collected * items / * deselected / * selected*",
-            "contract::row05-put-timeout-raises-full[[]Q-fork[]] PASSED*",
-            "contract::row05-put-timeout-raises-full[[]JQ-fork[]] PASSED*",
+            # put(timeout) waits on a CLOCK_REALTIME deadline (row 9): under load it
+            # can end a fraction of a millisecond early, a visible "differs" (XFAIL)
+            "contract::row05-put-timeout-raises-full[[]Q-fork[]] [PX]*",
+            "contract::row05-put-timeout-raises-full[[]JQ-fork[]] [PX]*",
             "contract::row05-put-timeout-raises-full[[]MQ-fork[]] PASSED*",
             "contract::row66-default-start-method[[]fork[]] PASSED*",
         ]
     )
+    outcomes = result.parseoutcomes()
+    ran = outcomes.get("passed", 0) + outcomes.get("xfailed", 0)
     if sys.version_info >= (3, 12):
-        result.assert_outcomes(passed=6)
+        assert ran == 6, outcomes
     else:
         result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *applies to Python 3.12+"])
-        result.assert_outcomes(passed=4, skipped=2)
+        assert ran == 4, outcomes
+        assert outcomes.get("skipped") == 2, outcomes
 
 
 def test_marker_selects_the_contract(pytester: pytest.Pytester) -> None:

@@ -494,8 +494,7 @@ class CheckContext:
             return None
         return (
             f"{label} raised after {elapsed:.4f} s, {(self.timeout - elapsed) * 1000:.2f} ms "
-            f"before its timeout of {self.timeout:g} s (the docs promise only 'at most'; "
-            "CPython never returned early here)"
+            f"before its timeout of {self.timeout:g} s (the docs promise only 'at most')"
         )
 
     # -- teardown ------------------------------------------------------------------------

@@ -121,7 +121,7 @@ def _after_unpicklable(cx: CheckContext) -> AfterUnpicklable:
     row=36,
     slug="queue-usable-after-unpicklable-put",
     title="after a put() of an unpicklable object (raising or not), the queue keeps "
-    "delivering: later items arrive, in order",
+    "delivering: later items arrive",
     kind="documented",
     source=(
         'Doc "Pipes and Queues" note 2: "objects enqueued by the same process will always be '
@@ -129,19 +129,20 @@ def _after_unpicklable(cx: CheckContext) -> AfterUnpicklable:
         "running after a pickling error, fixed 3.7)"
     ),
     kinds=("Q", "JQ", "SQ", "MQ"),
-    expect="put(Unpicklable()) then put('after-1'), put('after-2'): both arrive, in order",
+    expect="put(Unpicklable()) then put('after-1'), put('after-2'): both arrive",
 )
 def usable_after_unpicklable(cx: CheckContext) -> Outcome:
     """Row 36 (documented part), through the provider's queue."""
     r = cx.shared("after-unpicklable", lambda: _after_unpicklable(cx))
     first = f"put(Unpicklable()) raised {r.raised}" if r.raised else "put(Unpicklable()) returned"
     cx.figure(put=first, stderr=r.printed or "nothing")
-    if r.got != ["after-1", "after-2"]:
+    if sorted(map(str, r.got)) != ["after-1", "after-2"]:  # order is row 20's business
+        tail = f" and then nothing within {cx.deadline:g} s" if len(r.got) < 2 else ""
         return failed(
-            f"{first}; then put('after-1'), put('after-2'): get() gave {r.got!r} and then "
-            f"nothing within {cx.deadline:g} s" + (f" (stderr: {r.printed})" if r.printed else "")
+            f"{first}; then put('after-1'), put('after-2'): get() gave {r.got!r}{tail}"
+            + (f" (stderr: {r.printed})" if r.printed else "")
         )
-    return passed(f"{first}; the next two items arrived in order")
+    return passed(f"{first}; the next two items arrived")
 
 
 @check(

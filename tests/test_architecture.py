@@ -93,7 +93,7 @@ def test_a_session_without_mpfault_tests_loads_nothing_more(pytester: pytest.Pyt
 def test_the_contract_plugin_is_registered_when_asked_for(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_plain():\n    pass\n")
     result = pytester.runpytest_subprocess("--help")
-    result.stdout.fnmatch_lines(["*--mpfault-contract*", "*--mpfault-queue=MODULE:FACTORY*"])
+    result.stdout.fnmatch_lines(["*--mpfault-contract*", "*--mpfault-queue=MODULE:QUEUE*"])
     result = pytester.runpytest_subprocess("--mpfault-queue=x:y")
     result.stderr.fnmatch_lines(["*--mpfault-queue needs --mpfault-contract*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -38,17 +38,22 @@ def test_contract_cells_are_test_items(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*collected * items / * deselected / * selected*",
-            "contract::row05-put-timeout-raises-full[[]Q-fork[]] PASSED*",
-            "contract::row05-put-timeout-raises-full[[]JQ-fork[]] PASSED*",
+            # put(timeout) waits on a CLOCK_REALTIME deadline (row 9): under load it
+            # can end a fraction of a millisecond early, a visible "differs" (XFAIL)
+            "contract::row05-put-timeout-raises-full[[]Q-fork[]] [PX]*",
+            "contract::row05-put-timeout-raises-full[[]JQ-fork[]] [PX]*",
             "contract::row05-put-timeout-raises-full[[]MQ-fork[]] PASSED*",
             "contract::row66-default-start-method[[]fork[]] PASSED*",
         ]
     )
+    outcomes = result.parseoutcomes()
+    ran = outcomes.get("passed", 0) + outcomes.get("xfailed", 0)
     if sys.version_info >= (3, 12):
-        result.assert_outcomes(passed=6)
+        assert ran == 6, outcomes
     else:
         result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *applies to Python 3.12+"])
-        result.assert_outcomes(passed=4, skipped=2)
+        assert ran == 4, outcomes
+        assert outcomes.get("skipped") == 2, outcomes
 
 
 def test_marker_selects_the_contract(pytester: pytest.Pytester) -> None:
@@ -87,18 +92,90 @@ def test_broken_queue_fails_its_rows(pytester: pytest.Pytester) -> None:
     )
     result.stdout.fnmatch_lines_random(
         [
-            "FAILED contract::row01-put-blocks-when-full[[]custom-fork[]]*",
-            "FAILED contract::row03-put-nonblocking-raises-full[[]custom-fork[]]*",
-            "FAILED contract::row05-put-timeout-raises-full[[]custom-fork[]]*",
+            "FAILED contract::row01-put-blocks-when-full[[]Q-fork[]]*",
+            "FAILED contract::row03-put-nonblocking-raises-full[[]Q-fork[]]*",
+            "FAILED contract::row05-put-timeout-raises-full[[]Q-fork[]]*",
+            "FAILED contract::row08-zero-timeout-is-nonblocking-attempt[[]Q-fork[]]*",
+            "FAILED contract::row71-capacity-counts-items[[]Q-fork[]]*",
             "documented behaviour violated",
             "row 5 (documented): put(timeout=t) on a full queue raises Full*",
             "fail: put(x, timeout=0.1) on a full queue: expected queue.Full after 0.1 s*",
+            "queue contract_broken_queues:never_full: behaves like Queue*",
         ]
     )
     outcomes = result.parseoutcomes()
-    assert outcomes["failed"] == 3
-    assert outcomes["passed"] == 9  # the other checks of the generic queue API
+    assert outcomes["failed"] == 5
+    assert outcomes["passed"] >= 35  # every other applicable row runs through the queue
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_queue_kind_and_context_options(pytester: pytest.Pytester) -> None:
+    """--mpfault-queue-kind declares the kind; a class taking ctx= gets the context."""
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "--mpfault-contract",
+        "--mpfault-queue",
+        "multiprocessing.queues:SimpleQueue",
+        "--mpfault-queue-kind",
+        "SimpleQueue",
+        "--mpfault-queue-context",
+        "multiprocessing:get_context",
+        "-k",
+        "(row52 or row54) and fork]",
+        "-v",
+        timeout=TIMEOUT,
+    )
+    result.stdout.fnmatch_lines_random(
+        [
+            "queue multiprocessing.queues:SimpleQueue: behaves like SimpleQueue (declared)*",
+            "contract::row52-simplequeue-api[[]SQ-fork[]] PASSED*",
+            "contract::row54-simplequeue-closed-oserror[[]SQ-fork[]] PASSED*",
+        ]
+    )
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--mpfault-queue", "queue:Queue", "--mpfault-queue-kind", "Deque"],
+            "ERROR: --mpfault-queue-kind=Deque: unknown queue kind 'Deque'*",
+        ),
+        (
+            ["--mpfault-queue-context", "multiprocess:get_context"],
+            "ERROR: --mpfault-queue-context needs --mpfault-queue",
+        ),
+    ],
+)
+def test_bad_queue_options_are_usage_errors(
+    pytester: pytest.Pytester, args: list[str], line: str
+) -> None:
+    result = pytester.runpytest_subprocess(*PLUGIN, "--mpfault-contract", *args, timeout=TIMEOUT)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([line])
+
+
+def test_a_queue_failing_its_preflight_is_one_collection_error(pytester: pytest.Pytester) -> None:
+    source = (TESTS / "contract_broken_queues.py").read_text()
+    pytester.makepyfile(contract_broken_queues=source)
+    result = pytester.runpytest_subprocess(
+        *PLUGIN,
+        "--mpfault-contract",
+        "--mpfault-queue",
+        "contract_broken_queues:context_bound",
+        timeout=TIMEOUT,
+    )
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    result.stdout.fnmatch_lines(
+        [
+            "*preflight of --mpfault-queue=contract_broken_queues:context_bound failed: *"
+            "in the child started from multiprocessing.get_context(*).Process, q.get() raised "
+            "RuntimeError*",
+            "*1 error*",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*row01*")
 
 
 CONFTEST = """
@@ -138,7 +215,7 @@ def test_outcomes_map_to_pytest(pytester: pytest.Pytester) -> None:
         [
             "SKIPPED [[]1[]] *not today",
             "XFAIL contract::row98-synthetic-detail[[]Q-spawn[]] - "
-            "implementation detail differs: it differs",
+            "differs from CPython (allowed): it differs",
             "FAILED contract::row99-synthetic-violation[[]Q-spawn[]]*",
             "fail: saw 3",
             "figures: seen=3",

@@ -1,12 +1,15 @@
 """The ``mpfault`` command line (``python -m mpfault`` or the ``mpfault`` script).
 
 ``mpfault check`` runs the documented-behaviour contract of multiprocessing queues on
-this interpreter, for the chosen start methods and queue kinds (or for a third-party
-queue given by ``--queue module:factory``), shows progress on stderr, prints the
-matrix on stdout and optionally writes it as JSON.
+this interpreter, for the chosen start methods and queue kinds (or for any queue given
+by ``--queue module:Queue`` with ``--context`` and ``--kind``), shows progress on
+stderr, prints the matrix on stdout and optionally writes it as JSON.  ``mpfault check
+--compare a.json b.json ...`` prints the rows where implementations differ, side by
+side.
 
-Exit status: 0 when no documented behaviour is violated, 1 when one is, 2 for a usage
-error (a one-line message naming the bad argument).
+Exit status: 0 when no documented behaviour is violated (contract errors are printed,
+never counted against the queue), 1 when one is, 2 for a usage error or a queue that
+fails its preflight (a one-line message naming what failed).
 
 This module imports nothing heavy at import time (spawn children of ``python -m
 mpfault`` import it as their main module) and never imports pytest.
@@ -24,9 +27,17 @@ __all__ = ["main"]
 
 KINDS_HELP = "Q=multiprocessing.Queue, JQ=JoinableQueue, SQ=SimpleQueue, MQ=Manager().Queue()"
 QUEUE_HELP = (
-    "run the contract against a third-party queue: FACTORY(ctx, maxsize) returns a new "
-    "queue, ctx being the multiprocessing context of the start method under test and "
-    "maxsize the capacity (0: unbounded); only checks of the generic queue API run"
+    "run the contract against any queue: a class or callable taking maxsize (pkg.mod:Queue), "
+    "a FACTORY(ctx, maxsize), or a mpfault QueueProvider object; it is tried first (one "
+    "queue per start method, one item through a child)"
+)
+CONTEXT_HELP = (
+    "get_context(method) of the queue's package (pkg:get_context or pkg); its Process starts "
+    "the children (default: inferred from a context's own Queue, else multiprocessing)"
+)
+KIND_HELP = (
+    "what the queue behaves like: Queue, JoinableQueue, SimpleQueue or ManagerQueue "
+    "(default: probed from its API and printed)"
 )
 
 
@@ -91,7 +102,16 @@ def _build_parser() -> _Parser:
         "--kinds", metavar="KINDS", help=f"comma-separated queue kinds: {KINDS_HELP}"
     )
     check.add_argument("--rows", metavar="ROWS", help="rows to run, e.g. 1,2,5-8 (default: all)")
-    check.add_argument("--queue", metavar="MODULE:FACTORY", help=QUEUE_HELP)
+    check.add_argument("--queue", metavar="MODULE:QUEUE", help=QUEUE_HELP)
+    check.add_argument("--context", metavar="MODULE:GET_CONTEXT", help=CONTEXT_HELP)
+    check.add_argument("--kind", metavar="KIND", help=KIND_HELP)
+    check.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="JSON",
+        help="print the rows where the reports (--json files of several runs) differ, "
+        "side by side, and exit",
+    )
     check.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     check.add_argument(
         "--tolerance",
@@ -144,12 +164,26 @@ def _check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     import os
 
     from ._contract.model import ALL_KINDS
+    from ._contract.provider import ProviderError, load_provider
     from ._contract.registry import all_checks
-    from ._contract.render import render_table, report_to_json
-    from ._contract.runner import FactoryError, load_factory, run_contract
+    from ._contract.render import render_compare, render_table, report_to_json
+    from ._contract.runner import preflight, run_contract
 
     if args.list:
         _list_checks(out)
+        return 0
+    if args.compare is not None:
+        docs = []
+        for path in args.compare:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    docs.append(json.load(f))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"argument --compare: cannot read {path!r}: {exc}") from None
+        try:
+            out.write(render_compare(docs, args.compare))
+        except ValueError as exc:
+            raise UsageError(f"argument --compare: {exc}") from None
         return 0
     available = multiprocessing.get_all_start_methods()
     methods = available
@@ -191,12 +225,22 @@ def _check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 f"argument --tolerance: expected a non-negative number of seconds, "
                 f"got {args.tolerance!r}"
             )
-    factory = None
-    if args.queue is not None:
+    provider = None
+    if args.queue is None:
+        for name in ("context", "kind"):
+            if getattr(args, name) is not None:
+                raise UsageError(f"argument --{name}: needs --queue")
+    else:
         try:
-            factory = load_factory(args.queue)
-        except FactoryError as exc:
-            raise UsageError(f"argument --queue: {exc}") from None
+            provider = load_provider(args.queue, context=args.context, kind=args.kind)
+        except ProviderError as exc:
+            option = "--queue"
+            text = str(exc)
+            if args.kind is not None and "queue kind" in text:
+                option = "--kind"
+            elif args.context is not None and ("get_context" in text or args.context in text):
+                option = "--context"
+            raise UsageError(f"argument {option}: {exc}") from None
     if args.json is not None:
         parent = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(parent):
@@ -208,11 +252,20 @@ def _check(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         multiprocessing.get_context("forkserver").set_forkserver_preload(
             ["mpfault._contract._children"]
         )
+    if provider is not None:
+        try:
+            lines = preflight(provider, methods)
+        except ProviderError as exc:
+            err.write(f"mpfault check: error: preflight of --queue failed: {exc}\n")
+            return 2
+        if not args.quiet:
+            for line in lines:
+                err.write(line + "\n")
     report = run_contract(
         methods=methods,
         kinds=kinds,
         rows=rows,
-        factory=factory,
+        provider=provider,
         target=args.queue or "stdlib",
         tolerance=tolerance,
         on_result=progress.result if progress else None,

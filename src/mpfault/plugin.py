@@ -24,7 +24,14 @@ __all__ = ["mpfault"]
 
 #: the contract plugin, registered when its options are given (or help is asked for)
 _CONTRACT = "mpfault._contract.pytest_plugin"
-_CONTRACT_FLAGS = ("--mpfault-contract", "--mpfault-queue", "--help", "-h")
+_CONTRACT_FLAGS = (
+    "--mpfault-contract",
+    "--mpfault-queue",
+    "--mpfault-queue-context",
+    "--mpfault-queue-kind",
+    "--help",
+    "-h",
+)
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:

@@ -5,7 +5,8 @@ its documentation quote or code location, and the queue kinds, Python versions,
 platforms and start methods it applies to.  Checks of documented behaviour fail the
 contract when violated; checks of implementation details are reported, never failed.
 
-Run it with ``python -m mpfault check`` or, inside pytest, ``pytest --mpfault-contract``.
+Run it with ``python -m mpfault check`` or, inside pytest, ``pytest --mpfault-contract``;
+any queue can be checked (``--queue``), described by a :class:`QueueProvider`.
 Programmatic use::
 
     from mpfault._contract import run_contract, render_table
@@ -23,21 +24,26 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .model import Check, Outcome, Report, Result
+    from .provider import ProviderError, QueueProvider, load_provider
     from .registry import all_checks, get_check
     from .render import render_table, report_from_json, report_to_json
-    from .runner import ContractRunner, FactoryError, load_factory, plan, run_contract
+    from .runner import ContractRunner, FactoryError, load_factory, plan, preflight, run_contract
 
 __all__ = [
     "Check",
     "ContractRunner",
     "FactoryError",
     "Outcome",
+    "ProviderError",
+    "QueueProvider",
     "Report",
     "Result",
     "all_checks",
     "get_check",
     "load_factory",
+    "load_provider",
     "plan",
+    "preflight",
     "render_table",
     "report_from_json",
     "report_to_json",
@@ -49,6 +55,10 @@ _WHERE = {
     "Outcome": "model",
     "Report": "model",
     "Result": "model",
+    "ProviderError": "provider",
+    "QueueProvider": "provider",
+    "load_provider": "provider",
+    "preflight": "runner",
     "all_checks": "registry",
     "get_check": "registry",
     "render_table": "render",

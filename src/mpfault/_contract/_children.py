@@ -28,6 +28,7 @@ __all__ = [
     "guarded_gets",
     "guarded_puts",
     "noop",
+    "preflight_child",
     "put_and_exit",
     "put_one",
     "sentinel_consumer",
@@ -72,6 +73,21 @@ class FailsToUnpickle:
 
     def __reduce__(self) -> Any:
         return (_fail_on_load, ("unpickling FailsToUnpickle fails",))
+
+
+def preflight_child(q: Any, report: Any) -> None:
+    """Get one item from *q*, put ``("pong", item)`` back; report ``(status, text)``."""
+    _guard()
+    step = "q.get()"
+    try:
+        item = q.get()
+        step = "q.put(('pong', item))"
+        q.put(("pong", item))
+    except BaseException as exc:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (no message)"
+        report.send(("error", f"{step} raised {text}"))
+        return
+    report.send(("ok", ""))
 
 
 def noop() -> None:
@@ -168,7 +184,7 @@ def guarded_puts(q: Any, tag: int, n: int, report: Any, patience: float = 20.0) 
             else:
                 ok.append(len(ok))
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"put_nowait() raised {type(exc).__name__}({str(exc)!r})"
     report.send((tag, ok, full_raised, full_seen, error))
 
 
@@ -197,7 +213,7 @@ def guarded_gets(q: Any, report: Any, ready: Any = None) -> None:
                 break
             got.append(item)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"get_nowait()/empty() raised {type(exc).__name__}({str(exc)!r})"
     report.send((got, empty_raised, error))
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
 import queue
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from .context import CheckContext
-from .model import Mismatch, Outcome, failed, passed
+from .context import Call, CheckContext, exc_text, wait_blocked
+from .model import Mismatch, Outcome, differs, failed, passed
 from .registry import check, unobservable
 
 DOC_PUT = (
@@ -35,6 +38,123 @@ DOC_TIMEOUT_GET = (
 )
 
 
+def _blocked(cx: CheckContext, calls: list[tuple[str, Callable[[], Any]]]) -> list[Call]:
+    """Start each call in its own thread once it is about to be made (a gate), and wait
+    until each thread sleeps in the kernel (Linux ``/proc``; elsewhere the hold window
+    alone observes them)."""
+    out = []
+    for label, fn in calls:
+        gate = threading.Event()
+
+        def run(fn: Callable[[], Any] = fn, gate: threading.Event = gate) -> Any:
+            gate.set()
+            return fn()
+
+        call = cx.thread(run)
+        call.name = label
+        if not gate.wait(cx.deadline):
+            raise Mismatch(f"the thread for {label} did not start within {cx.deadline:g} s")
+        out.append(call)
+    for call in out:
+        if call.native_id is not None:
+            wait_blocked(os.getpid(), call.native_id, timeout=cx.hold)
+    return out
+
+
+def _default_block(cx: CheckContext) -> dict[str, Outcome]:
+    """Rows 1 and 2 together (one hold window): put() on a full queue and get() on an
+    empty one, called with no timeout, ``timeout=None`` and ``block=True, timeout=None``,
+    must stay blocked for :attr:`~CheckContext.block_hold` seconds (a finite default
+    timeout shows up as an early return), then return once a slot / an item comes."""
+    out: dict[str, Outcome] = {}
+    hold = cx.block_hold
+    full = cx.make(1) if cx.kind != "SQ" else None
+    empty = cx.make()
+    puts: list[Call] = []
+    if full is not None:
+        full.put("a")
+        puts = _blocked(
+            cx,
+            [
+                ("put('b1')", functools.partial(cx.for_thread(full).put, "b1")),
+                (
+                    "put('b2', True, None)",
+                    functools.partial(cx.for_thread(full).put, "b2", True, None),
+                ),
+                (
+                    "put('b3', timeout=None)",
+                    functools.partial(cx.for_thread(full).put, "b3", timeout=None),
+                ),
+            ],
+        )
+    get_calls: list[tuple[str, Callable[[], Any]]] = [("get()", cx.for_thread(empty).get)]
+    if cx.kind != "SQ":
+        get_calls += [
+            ("get(True, None)", functools.partial(cx.for_thread(empty).get, True, None)),
+            ("get(timeout=None)", functools.partial(cx.for_thread(empty).get, timeout=None)),
+        ]
+    gets = _blocked(cx, get_calls)
+    end = time.monotonic() + hold
+    for call in (*puts, *gets):
+        call.join(max(0.0, end - time.monotonic()))
+    for which, calls, where in (
+        ("put", puts, "on a full queue (maxsize=1)"),
+        ("get", gets, "on an empty queue"),
+    ):
+        early = [c for c in calls if c.done]
+        if early:
+            c = early[0]
+            hint = ""
+            if isinstance(c.exception, (queue.Empty, queue.Full)):
+                hint = " (a finite default timeout?)"
+            elif c.exception is None:
+                hint = " (it did not block at all)"
+            out[which] = failed(
+                f"{c.name} {where} {c.describe()} after {c.finished - c.started:.4f} s instead "
+                f"of blocking for at least {hold:g} s{hint}"
+            )
+    # Release them: each get() frees one slot; each put() wakes one getter.
+    if full is not None and "put" not in out:
+        freed = time.perf_counter()
+        got = [cx.get(full) for _ in range(4)]
+        if not all(c.join(cx.deadline) for c in puts):
+            stuck = [c.name for c in puts if not c.done]
+            out["put"] = failed(f"{', '.join(stuck)} still blocked {cx.deadline:g} s after get()")
+        else:
+            for c in puts:
+                c.value()
+            unblock = max(c.finished for c in puts) - freed
+            if got[0] != "a" or sorted(got[1:]) != ["b1", "b2", "b3"]:
+                out["put"] = failed(f"get() returned {got!r} instead of 'a' then b1, b2, b3")
+            else:
+                out["put"] = passed(
+                    f"put(), put(x, True, None) and put(x, timeout=None) on the full queue "
+                    f"stayed blocked for {hold:g} s and returned once get() freed slots",
+                    **{"unblock s": round(unblock, 6)},
+                )
+    if "get" not in out:
+        put_at = time.perf_counter()
+        items = [f"x{i}" for i in range(len(gets))]
+        for item in items:
+            empty.put(item)
+        if not all(c.join(cx.deadline) for c in gets):
+            stuck = [c.name for c in gets if not c.done]
+            out["get"] = failed(f"{', '.join(stuck)} still blocked {cx.deadline:g} s after put()")
+        else:
+            got = sorted(c.value() for c in gets)
+            wake = max(c.finished for c in gets) - put_at
+            if got != items:
+                out["get"] = failed(f"the blocked get() calls returned {got!r} instead of {items}")
+            else:
+                names = ", ".join(label for label, _ in get_calls)
+                out["get"] = passed(
+                    f"{names} on the empty queue stayed blocked for {hold:g} s and returned "
+                    "the items once put",
+                    **{"wake s": round(wake, 6)},
+                )
+    return out
+
+
 @check(
     row=1,
     slug="put-blocks-when-full",
@@ -43,29 +163,13 @@ DOC_TIMEOUT_GET = (
     source=DOC_PUT + " Code queues.py l.84-94: self._sem.acquire(block, timeout).",
     kinds=("Q", "JQ", "MQ"),
     generic=True,
-    expect="put() on a full Queue(1) still blocked after 0.2 s; returns once get() frees a slot",
+    expect="put(x), put(x, True, None), put(x, timeout=None) on a full Queue(1) still blocked "
+    "after 2 s; they return once get() frees slots",
     headline="unblock s",
 )
 def put_blocks_when_full(cx: CheckContext) -> Outcome:
     """Row 1."""
-    q = cx.make(1)
-    q.put("a")
-    blocked = cx.thread(cx.for_thread(q).put, "b")
-    if blocked.join(cx.hold):
-        return failed(
-            f"put('b') on a full queue (maxsize=1) {blocked.describe()} after "
-            f"{blocked.finished - blocked.started:.4f} s instead of blocking"
-        )
-    freed = time.perf_counter()
-    first = cx.get(q)
-    if not blocked.join(cx.deadline):
-        return failed(f"put('b') still blocked {cx.deadline:g} s after get() freed a slot")
-    blocked.value()
-    cx.figure(**{"unblock s": blocked.finished - freed})
-    second = cx.get(q)
-    if (first, second) != ("a", "b"):
-        return failed(f"got {first!r}, {second!r} instead of 'a', 'b'")
-    return passed("put() blocked on the full queue and returned once get() freed a slot")
+    return cx.shared("default-block", lambda: _default_block(cx))["put"]
 
 
 @check(
@@ -79,24 +183,13 @@ def put_blocks_when_full(cx: CheckContext) -> Outcome:
     ),
     kinds=("Q", "JQ", "SQ", "MQ"),
     generic=True,
-    expect="get() on an empty queue still blocked after 0.2 s; returns the item once put",
+    expect="get(), get(True, None), get(timeout=None) on an empty queue still blocked after "
+    "2 s; they return the items once put",
     headline="wake s",
 )
 def get_blocks_until_item(cx: CheckContext) -> Outcome:
     """Row 2 (documented part)."""
-    q = cx.make()
-    getter = cx.thread(cx.for_thread(q).get)
-    if getter.join(cx.hold):
-        return failed(f"get() on an empty queue {getter.describe()} instead of blocking")
-    put_at = time.perf_counter()
-    q.put("x")
-    if not getter.join(cx.deadline):
-        return failed(f"get() still blocked {cx.deadline:g} s after put('x')")
-    cx.figure(**{"wake s": getter.finished - put_at})
-    got = getter.value()
-    if got != "x":
-        return failed(f"get() returned {got!r} instead of 'x'")
-    return passed("get() blocked on the empty queue and returned the item once it was put")
+    return cx.shared("default-block", lambda: _default_block(cx))["get"]
 
 
 @check(
@@ -111,6 +204,7 @@ def get_blocks_until_item(cx: CheckContext) -> Outcome:
 def get_holds_read_lock(cx: CheckContext) -> Outcome:
     """Row 2 (the _rlock detail)."""
     q = cx.make()
+    cx.private(q, "_rlock")
     getter = cx.thread(q.get)
     end = time.monotonic() + cx.deadline
     held = False
@@ -187,12 +281,12 @@ def put_timeout_raises_full(cx: CheckContext) -> Outcome:
     """Row 5."""
     q = cx.make(1)
     q.put("a")
-    elapsed = cx.timed_out(
-        f"put(x, timeout={cx.timeout:g}) on a full queue",
-        queue.Full,
-        lambda: q.put("x", timeout=cx.timeout),
-    )
-    return passed(f"queue.Full after {elapsed:.4f} s")
+    label = f"put(x, timeout={cx.timeout:g}) on a full queue"
+    elapsed = cx.timed_out(label, queue.Full, lambda: q.put("x", timeout=cx.timeout))
+    early = cx.early(label, elapsed)
+    if early:
+        return differs(early)
+    return passed(f"{label} raised queue.Full after {elapsed:.4f} s")
 
 
 @check(
@@ -210,12 +304,12 @@ def put_timeout_raises_full(cx: CheckContext) -> Outcome:
 def get_timeout_raises_empty(cx: CheckContext) -> Outcome:
     """Row 6."""
     q = cx.make()
-    elapsed = cx.timed_out(
-        f"get(timeout={cx.timeout:g}) on an empty queue",
-        queue.Empty,
-        lambda: q.get(timeout=cx.timeout),
-    )
-    return passed(f"queue.Empty after {elapsed:.4f} s")
+    label = f"get(timeout={cx.timeout:g}) on an empty queue"
+    elapsed = cx.timed_out(label, queue.Empty, lambda: q.get(timeout=cx.timeout))
+    early = cx.early(label, elapsed)
+    if early:
+        return differs(early)
+    return passed(f"{label} raised queue.Empty after {elapsed:.4f} s")
 
 
 @check(
@@ -234,6 +328,7 @@ def get_timeout_raises_empty(cx: CheckContext) -> Outcome:
 def get_timeout_does_not_bound_receive(cx: CheckContext) -> Outcome:
     """Row 7."""
     q = cx.make()
+    cx.private(q, "_reader")
     size = 8 * 1024 * 1024
     q.put(b"x" * size)
     if not cx.readable(q):
@@ -252,6 +347,69 @@ def get_timeout_does_not_bound_receive(cx: CheckContext) -> Outcome:
     return passed(f"get(timeout=0.001) returned the 8 MiB item after {elapsed:.4f} s")
 
 
+def _wait_visible(cx: CheckContext, q: Any, what: str) -> None:
+    """Wait until ``q.empty()`` is False after a put (row 13: it may lag)."""
+    cx.require(q, "empty")
+    end = time.monotonic() + cx.deadline
+    while q.empty():
+        if time.monotonic() > end:
+            raise Mismatch(f"empty() still True {cx.deadline:g} s after {what}")
+        time.sleep(0)  # yield the GIL to the feeder thread; not a wait
+
+
+@check(
+    row=8,
+    slug="zero-timeout-is-nonblocking-attempt",
+    title="timeout=0 is a non-blocking attempt: get() returns an item that is there, put() "
+    "stores into a free slot; Empty/Full at once otherwise",
+    kind="documented",
+    source=(
+        'Doc Lock.acquire: "Invocations with a negative value for timeout are equivalent to '
+        'a timeout of zero."; Doc Queue.get: "Otherwise (block is False), return an item if '
+        'one is immediately available"; queue.Queue: a timeout of 0 polls once'
+    ),
+    kinds=("Q", "JQ", "MQ"),
+    expect="non-empty queue: get(timeout=0) and get(False) return the item; empty: Empty "
+    "at once; Queue(1): put(x, timeout=0) stores, then Full at once",
+)
+def zero_timeout_attempt(cx: CheckContext) -> Outcome:
+    """Row 8 (documented part: timeout 0)."""
+    q = cx.make()
+    for label, fn in (
+        ("get(timeout=0)", functools.partial(q.get, timeout=0)),
+        ("get(True, 0)", functools.partial(q.get, True, 0)),
+        ("get(False)", functools.partial(q.get, False)),
+    ):
+        q.put("item")
+        _wait_visible(cx, q, "put('item')")
+        try:
+            got = fn()
+        except queue.Empty as exc:
+            try:
+                later = q.get(timeout=cx.deadline)
+            except queue.Empty:
+                later = "nothing"
+            return failed(
+                f"{label} on a non-empty queue (empty() was False) raised {exc_text(exc)}; "
+                f"get(timeout={cx.deadline:g}) then returned {later!r}"
+            )
+        if got != "item":
+            return failed(f"{label} on a non-empty queue returned {got!r} instead of 'item'")
+    cx.immediate("get(timeout=0) on an empty queue", queue.Empty, lambda: q.get(timeout=0))
+    slot = cx.make(1)
+    cx.immediate("put('a', timeout=0) on an empty Queue(1)", None, lambda: slot.put("a", timeout=0))
+    cx.immediate(
+        "put('b', timeout=0) on a full Queue(1)", queue.Full, lambda: slot.put("b", timeout=0)
+    )
+    got = cx.get(slot)
+    if got != "a":
+        return failed(f"after put('a', timeout=0) get() returned {got!r}")
+    return passed(
+        "get(timeout=0), get(True, 0), get(False) returned the waiting item; Empty/Full at "
+        "once when there was none / no slot; put(x, timeout=0) stored into a free slot"
+    )
+
+
 @check(
     row=8,
     slug="zero-negative-timeouts",
@@ -266,40 +424,38 @@ def get_timeout_does_not_bound_receive(cx: CheckContext) -> Outcome:
     expect="Q/JQ: Empty/Full at once for 0, -1, 1e-9; MQ: Empty for 0, ValueError for -1",
 )
 def zero_negative_timeouts(cx: CheckContext) -> Outcome:
-    """Row 8."""
+    """Row 8 (negative and tiny timeouts)."""
     q = cx.make()
     full = cx.make(1)
     full.put("a")
     if cx.kind == "MQ":
-        cx.immediate("get(timeout=0)", queue.Empty, lambda: q.get(timeout=0))
-        cx.immediate(
-            "put(x, timeout=0) on a full queue", queue.Full, lambda: full.put("x", True, 0)
-        )
         calls: list[tuple[str, Callable[[], object]]] = [
             ("get(timeout=-1)", lambda: q.get(timeout=-1)),
-            ("put(x, timeout=-1)", lambda: full.put("x", timeout=-1)),
+            ("put(x, timeout=-1) on a full queue", lambda: full.put("x", timeout=-1)),
         ]
         for label, fn in calls:
             try:
                 fn()
             except ValueError as exc:
                 if "non-negative" not in str(exc):
-                    raise Mismatch(f"{label} raised ValueError({str(exc)!r})") from None
+                    raise Mismatch(f"{label} raised {exc_text(exc)}") from None
             except Exception as exc:
-                raise Mismatch(
-                    f"{label} raised {type(exc).__name__} instead of ValueError"
-                ) from None
+                raise Mismatch(f"{label} raised {exc_text(exc)} instead of ValueError") from None
             else:
-                raise Mismatch(f"{label} returned instead of raising ValueError")
-        return passed("timeout=0 is non-blocking; a negative timeout raises ValueError")
-    for t in (0.0, -1.0, 1e-9):
-        cx.immediate(f"get(timeout={t:g})", queue.Empty, functools.partial(q.get, timeout=t))
+                raise Mismatch(f"{label} returned instead of raising ValueError") from None
+        return passed("a negative timeout raised ValueError('... non-negative number')")
+    for t in (-1.0, 1e-9):
+        cx.immediate(
+            f"get(timeout={t:g}) on an empty queue",
+            queue.Empty,
+            functools.partial(q.get, timeout=t),
+        )
         cx.immediate(
             f"put(x, timeout={t:g}) on a full queue",
             queue.Full,
             functools.partial(full.put, "x", timeout=t),
         )
-    return passed("timeouts 0, -1 and 1e-9 made non-blocking attempts (Empty/Full at once)")
+    return passed("timeouts -1 and 1e-9 made non-blocking attempts (Empty/Full at once)")
 
 
 unobservable(
@@ -331,6 +487,7 @@ unobservable(
 def lock_contention_raises_empty(cx: CheckContext) -> Outcome:
     """Row 10."""
     q = cx.make()
+    cx.private(q, "_rlock", "_reader")
     q._rlock.acquire()
     try:
         q.put("waiting")

@@ -13,8 +13,8 @@ from typing import Any
 from .._timing import TimingError, expect_timeout
 from . import _children
 from .checks_lifecycle import exit_group
-from .context import CheckContext
-from .model import Mismatch, Outcome, failed, passed
+from .context import CheckContext, signal_process
+from .model import Mismatch, Outcome, Unsupported, failed, passed
 from .registry import check, unobservable
 
 DOC_KILL = (
@@ -47,10 +47,11 @@ def _wait_lock_held(cx: CheckContext, lock: Any, p: Any) -> bool:
 
 def _kill_blocked_consumer(cx: CheckContext, q: Any, p: Any, ready: Any) -> None:
     """Wait until consumer *p* is blocked in get() holding _rlock, then SIGKILL it."""
+    cx.private(q, "_rlock")
     cx.recv(ready, what="ready signal")
     if not _wait_lock_held(cx, q._rlock, p):
         raise Mismatch("the consumer never held _rlock while blocked in get()")
-    p.kill()
+    signal_process(p)
     p.join(cx.deadline)
     if p.exitcode != -9:
         raise Mismatch(f"the killed consumer's exit code is {p.exitcode}")
@@ -91,7 +92,7 @@ def _after_killed_producer(cx: CheckContext, q: Any, p: Any) -> Outcome:
         return failed("the child's feeder never started writing")
     if not _wait_lock_held(cx, q._wlock, p):
         return failed("_wlock was not held while the feeder wrote")
-    p.kill()
+    signal_process(p)
     p.join(cx.deadline)
     if q._wlock.acquire(False):
         q._wlock.release()
@@ -102,6 +103,7 @@ def _after_killed_producer(cx: CheckContext, q: Any, p: Any) -> Outcome:
 def _death_group(cx: CheckContext) -> tuple[Outcome, Outcome]:
     """Rows 42 and 43 for Q/JQ: both children are started together (fresh queues)."""
     consumer_q = cx.make()
+    cx.private(consumer_q, "_rlock", "_wlock", "_reader")
     ready_r, ready_w = cx.pipe()
     consumer = cx.start(_children.blocking_get, consumer_q, ready_w)
     # The truncated frame the producer leaves is never read: get() would block forever.
@@ -153,6 +155,7 @@ def killed_consumer_wedges(cx: CheckContext) -> Outcome:
 def killed_consumer_wedges_sq(cx: CheckContext) -> Outcome:
     """Row 55."""
     q = cx.make()
+    cx.private(q, "_rlock")
     r, w = cx.pipe()
     _kill_blocked_consumer(cx, q, cx.start(_children.blocking_get, q, w), r)
     q.put("stuck")
@@ -208,7 +211,12 @@ def no_eof(cx: CheckContext) -> Outcome:
         return failed("the reader polled readable (EOF) after the producer exited")
     if cx.kind != "SQ" and r.note != "Empty":
         return failed(f"get(timeout) after the producer exited: {r.note}")
-    return passed("no EOF: poll() stayed False" + ("" if cx.kind == "SQ" else ", get() Empty"))
+    parts = ["the reader's poll() stayed False"] if r.polled else []
+    if cx.kind != "SQ":
+        parts.append("get(timeout=0.05) raised queue.Empty, not EOFError")
+    if not parts:
+        raise Unsupported("no _reader (CPython's private attribute) and no get() timeout")
+    return passed("after the only producer exited: " + "; ".join(parts))
 
 
 unobservable(

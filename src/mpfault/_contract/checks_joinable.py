@@ -6,7 +6,7 @@ import time
 
 from . import _children
 from .checks_pickling import capturing, wait_feeder_error
-from .context import CheckContext
+from .context import CheckContext, exc_text
 from .model import Outcome, failed, passed
 from .registry import check, unobservable
 
@@ -26,6 +26,7 @@ from .registry import check, unobservable
 def task_done_too_many(cx: CheckContext) -> Outcome:
     """Row 47."""
     q = cx.make()
+    cx.require(q, "task_done", "join")
     q.put(1)
     cx.get(q)
     q.task_done()
@@ -33,8 +34,10 @@ def task_done_too_many(cx: CheckContext) -> Outcome:
         q.task_done()
     except ValueError as exc:
         if "too many times" not in str(exc):
-            return failed(f"ValueError({str(exc)!r})")
-        return passed(f"ValueError({str(exc)!r})")
+            return failed(f"the extra task_done() raised {exc_text(exc)}")
+        return passed(f"the extra task_done() raised {exc_text(exc)}")
+    except Exception as exc:
+        return failed(f"the extra task_done() raised {exc_text(exc)}, not ValueError")
     return failed("the extra task_done() returned")
 
 
@@ -56,6 +59,7 @@ def task_done_too_many(cx: CheckContext) -> Outcome:
 def join_waits(cx: CheckContext) -> Outcome:
     """Row 48."""
     q = cx.make()
+    cx.require(q, "task_done", "join")
     cx.immediate("join() with nothing outstanding", None, q.join)
     q.put(1)
     q.put(2)
@@ -87,8 +91,24 @@ def join_waits(cx: CheckContext) -> Outcome:
 def unpicklable_wedges_join(cx: CheckContext) -> Outcome:
     """Row 49."""
     q = capturing(cx)
-    q.put(_children.Unpicklable())
-    wait_feeder_error(cx, q)
+    cx.require(q, "task_done", "join")
+    if not cx.stdlib:
+        try:
+            q.put(_children.Unpicklable())
+        except Exception as exc:
+            cx.immediate("join() after a put() that raised", None, q.join)
+            return failed(
+                f"put(Unpicklable()) raised {exc_text(exc)} in the caller, and join() "
+                "returned at once: the item was never counted"
+            )
+        q.put("after")  # once it arrives, the bad item has been dealt with (FIFO)
+        got = cx.get(q)
+        q.task_done()
+        if got != "after":
+            return failed(f"after put(Unpicklable()), put('after'): get() returned {got!r}")
+    else:
+        q.put(_children.Unpicklable())
+        wait_feeder_error(cx, q)
     joiner = cx.thread(q.join)
     if joiner.join(cx.hold):
         return failed(f"join() {joiner.describe()} although the dropped item was never done")

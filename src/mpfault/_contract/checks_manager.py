@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _children
-from .context import CheckContext, wait_blocked
+from .context import CheckContext, exc_text, signal_process, wait_blocked
 from .model import Outcome, failed, passed
 from .registry import check, unobservable
 
@@ -78,7 +78,7 @@ def manager_exceptions(cx: CheckContext) -> Outcome:
             fn()
         except Exception as exc:
             if type(exc) is not want:
-                return failed(f"{label} raised {type(exc).__module__}.{type(exc).__name__}")
+                return failed(f"{label} raised {exc_text(exc)}")
             seen.append(type(exc).__name__)
         else:
             return failed(f"{label} did not raise")
@@ -140,7 +140,7 @@ def manager_killed_consumer(cx: CheckContext) -> Outcome:
     cx.recv(r, what="ready signal")
     if not wait_blocked(p.pid):
         p.join(cx.hold)  # no /proc: give the request time to reach the manager
-    p.kill()
+    signal_process(p)
     p.join(cx.deadline)
     q.put("x")
     # The manager may read the dead consumer's request only now (it is still in the
@@ -192,7 +192,7 @@ def manager_death(cx: CheckContext) -> Outcome:
     if not tid or not wait_blocked(os.getpid(), tid[0]):
         getter.join(cx.hold)
     proc = manager._process  # type: ignore[attr-defined]
-    proc.kill()
+    signal_process(proc)
     proc.join(cx.deadline)
     if not getter.join(cx.deadline):
         return failed(f"get() still blocked {cx.deadline:g} s after the manager was killed")
@@ -324,7 +324,7 @@ def manager_shutdown(cx: CheckContext) -> Outcome:
         except shutdown_error:
             continue
         except Exception as exc:
-            return failed(f"{label} raised {type(exc).__name__} instead of ShutDown")
+            return failed(f"{label} raised {exc_text(exc)} instead of ShutDown")
         return failed(f"{label} did not raise ShutDown")
     return passed("drained 1, then ShutDown from get() and put()")
 

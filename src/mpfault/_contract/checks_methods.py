@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import sys
+import threading
 import warnings
 from typing import Any
 
 from . import _children
-from .context import CheckContext, core_dumps_disabled, this_python
-from .model import Outcome, failed, passed
+from .context import CheckContext, core_dumps_disabled, exc_text, this_python
+from .model import Outcome, failed, passed, skipped
 from .registry import check, unobservable
 
 unobservable(
@@ -119,7 +121,7 @@ def _fork_kind(kind: str) -> Any:
 )
 def fork_queue_other_context(cx: CheckContext) -> Outcome:
     """Row 68."""
-    q = cx.track(_fork_kind(cx.kind))
+    q = cx.track(_fork_kind(cx.kind)) if cx.stdlib else cx.create_in("fork")
     new = this_python() >= (3, 11, 5)
     try:
         with core_dumps_disabled():
@@ -127,9 +129,9 @@ def fork_queue_other_context(cx: CheckContext) -> Outcome:
     except RuntimeError as exc:
         cx.figure(raised=str(exc)[:80])
         if not new:
-            return passed(f"start() raised RuntimeError: {exc}")
+            return passed(f"start() raised {exc_text(exc)}")
         if "fork context" not in str(exc):
-            return failed(f"RuntimeError without 'fork context': {exc}")
+            return failed(f"start() raised {exc_text(exc)}, without 'fork context'")
         return passed("start() raised RuntimeError (SemLock created in a fork context)")
     p.join(cx.deadline)
     code = p.exitcode
@@ -159,7 +161,11 @@ def fork_queue_other_context(cx: CheckContext) -> Outcome:
 def fork_warns(cx: CheckContext) -> Outcome:
     """Row 69."""
     q = cx.make()
+    before = set(threading.enumerate())
     q.put("starts the feeder")
+    if not cx.stdlib and not (set(threading.enumerate()) - before):
+        cx.get(q)
+        return skipped("put() started no thread (no feeder thread to warn about)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cx.start(_children.noop)
@@ -206,6 +212,61 @@ def forked_child_fresh(cx: CheckContext) -> Outcome:
 
 @check(
     row=71,
+    slug="capacity-counts-items",
+    title="Queue(n) holds n items whatever their size; maxsize 0 and negative mean no limit",
+    kind="documented",
+    source=(
+        'Doc Queue: "Returns a process shared queue ... maxsize"; queue.Queue: "maxsize is an '
+        "integer that sets the upperbound limit on the number of items that can be placed in "
+        'the queue ... If maxsize is less than or equal to zero, the queue size is infinite."'
+    ),
+    kinds=("Q", "JQ", "MQ"),
+    expect="Queue(3): three 4 KiB put_nowait() succeed, the fourth raises Full; maxsize 0 and "
+    "-1 (or the provider's unbounded values): 200 put_nowait() succeed",
+)
+def capacity_counts_items(cx: CheckContext) -> Outcome:
+    """Row 71 (documented part), through the provider."""
+    item = b"x" * 4096
+    q = cx.make(3)
+    cx.require(q, "put_nowait")
+    for i in range(3):
+        try:
+            q.put_nowait(item)
+        except Exception as exc:
+            return failed(
+                f"put_nowait(4 KiB item) number {i + 1} on a Queue(maxsize=3) holding {i} "
+                f"items raised {exc_text(exc)}"
+            )
+    try:
+        q.put_nowait(item)
+    except queue.Full:
+        pass
+    except Exception as exc:
+        return failed(f"the 4th put_nowait() on a full Queue(maxsize=3) raised {exc_text(exc)}")
+    else:
+        return failed("the 4th put_nowait(4 KiB item) on a Queue(maxsize=3) holding 3 succeeded")
+    unbounded = cx.provider.unbounded if cx.provider is not None else (0, -1)
+    for size in unbounded:
+        try:
+            big = cx.make(size)
+        except Exception as exc:
+            return failed(f"making a queue with maxsize={size} (no limit) raised {exc_text(exc)}")
+        for i in range(200):
+            try:
+                big.put_nowait(i)
+            except Exception as exc:
+                return failed(
+                    f"put_nowait({i}) on a queue with maxsize={size} (no limit) holding {i} "
+                    f"items raised {exc_text(exc)}"
+                )
+    sizes = ", ".join(map(str, unbounded))
+    return passed(
+        f"Queue(3) took three 4 KiB items, then Full; maxsize {sizes}: 200 items, no Full"
+    )
+
+
+@check(
+    row=71,
     slug="capacity-sem-value-max",
     title="maxsize <= 0 means SEM_VALUE_MAX; a larger maxsize is refused",
     kind="detail",
@@ -218,15 +279,14 @@ def capacity(cx: CheckContext) -> Outcome:
     from multiprocessing.synchronize import SEM_VALUE_MAX  # type: ignore[attr-defined]
 
     q = cx.make()
+    cx.private(q, "_maxsize")
     cx.figure(SEM_VALUE_MAX=SEM_VALUE_MAX)
     if q._maxsize != SEM_VALUE_MAX:
         return failed(f"_maxsize is {q._maxsize}, SEM_VALUE_MAX is {SEM_VALUE_MAX}")
     try:
         cx.make(SEM_VALUE_MAX + 1)
     except (OverflowError, OSError, ValueError) as exc:
-        return passed(
-            f"_maxsize {SEM_VALUE_MAX}; maxsize {SEM_VALUE_MAX + 1}: {type(exc).__name__}"
-        )
+        return passed(f"_maxsize {SEM_VALUE_MAX}; maxsize {SEM_VALUE_MAX + 1}: {exc_text(exc)}")
     return failed(f"a queue with maxsize {SEM_VALUE_MAX + 1} was created")
 
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import pickle
+import queue
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from multiprocessing import queues as mpqueues
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from . import _children
 from .checks_lifecycle import exit_group
-from .context import CheckContext
-from .model import Mismatch, Outcome, failed, passed
+from .context import CheckContext, exc_text
+from .model import Mismatch, Outcome, Unsupported, failed, passed
 from .registry import check
 
 
@@ -46,16 +51,98 @@ class CapturingJoinableQueue(_Capture, mpqueues.JoinableQueue):  # type: ignore[
 
 
 def capturing(cx: CheckContext) -> Any:
-    """A fresh Q or JQ (as the check's kind) whose feeder errors are recorded."""
+    """A fresh Q or JQ (as the check's kind) whose feeder errors are recorded.
+
+    For CPython's queues, a subclass with CPython's feeder-error hook (bpo-30006); for
+    any other queue, the provider's queue (its errors are not captured: see
+    :func:`wait_feeder_error`).
+    """
+    if not cx.stdlib:
+        return cx.make()
     cls = CapturingJoinableQueue if cx.kind == "JQ" else CapturingQueue
     return cx.track(cls(0, ctx=cx.mp))
 
 
 def wait_feeder_error(cx: CheckContext, q: Any) -> BaseException:
-    """The first error q's feeder reported; :class:`Mismatch` if none comes in time."""
+    """The first error q's feeder reported; :class:`Mismatch` if none comes in time.
+
+    Not applicable to a queue without CPython's feeder-error hook.
+    """
+    if not hasattr(q, "feeder_error_seen"):
+        raise Unsupported("the queue has no feeder-error hook (CPython's _on_queue_feeder_error)")
     if not q.feeder_error_seen.wait(cx.deadline):
         raise Mismatch(f"the feeder reported no error within {cx.deadline:g} s")
     return q.feeder_errors[0]  # type: ignore[no-any-return]
+
+
+@contextlib.contextmanager
+def stderr_kept() -> Iterator[io.StringIO]:
+    """Keep what Python code prints to ``sys.stderr`` inside the block (a feeder's
+    traceback), as evidence rather than noise."""
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        yield buf
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+@dataclass
+class AfterUnpicklable:
+    """What one put(Unpicklable()) followed by two good puts did (shared by row 36's checks)."""
+
+    raised: str | None
+    got: list[Any]
+    printed: str
+
+
+def _after_unpicklable(cx: CheckContext) -> AfterUnpicklable:
+    q = capturing(cx) if cx.kind in ("Q", "JQ") else cx.make()
+    raised = None
+    with stderr_kept() as err:
+        try:
+            q.put(_children.Unpicklable())
+        except Exception as exc:
+            raised = exc_text(exc)
+        q.put("after-1")
+        q.put("after-2")
+        got = []
+        for _ in range(2):
+            try:
+                got.append(cx.get(q))
+            except queue.Empty:
+                break
+    return AfterUnpicklable(raised, got, _last_line(err.getvalue()))
+
+
+@check(
+    row=36,
+    slug="queue-usable-after-unpicklable-put",
+    title="after a put() of an unpicklable object (raising or not), the queue keeps "
+    "delivering: later items arrive",
+    kind="documented",
+    source=(
+        'Doc "Pipes and Queues" note 2: "objects enqueued by the same process will always be '
+        'in the expected order with respect to each other"; bpo-30414 (the feeder keeps '
+        "running after a pickling error, fixed 3.7)"
+    ),
+    kinds=("Q", "JQ", "SQ", "MQ"),
+    expect="put(Unpicklable()) then put('after-1'), put('after-2'): both arrive",
+)
+def usable_after_unpicklable(cx: CheckContext) -> Outcome:
+    """Row 36 (documented part), through the provider's queue."""
+    r = cx.shared("after-unpicklable", lambda: _after_unpicklable(cx))
+    first = f"put(Unpicklable()) raised {r.raised}" if r.raised else "put(Unpicklable()) returned"
+    cx.figure(put=first, stderr=r.printed or "nothing")
+    if sorted(map(str, r.got)) != ["after-1", "after-2"]:  # order is row 20's business
+        tail = f" and then nothing within {cx.deadline:g} s" if len(r.got) < 2 else ""
+        return failed(
+            f"{first}; then put('after-1'), put('after-2'): get() gave {r.got!r}{tail}"
+            + (f" (stderr: {r.printed})" if r.printed else "")
+        )
+    return passed(f"{first}; the next two items arrived")
 
 
 @check(
@@ -74,6 +161,17 @@ def wait_feeder_error(cx: CheckContext, q: Any) -> BaseException:
 def unpicklable_put(cx: CheckContext) -> Outcome:
     """Row 36."""
     q = capturing(cx)
+    if not cx.stdlib:
+        r = cx.shared("after-unpicklable", lambda: _after_unpicklable(cx))
+        if r.raised:
+            return failed(f"put(Unpicklable()) raised {r.raised} in the caller")
+        if not r.got:
+            return failed("put(Unpicklable()) returned; the next item never arrived")
+        return passed(
+            "put(Unpicklable()) returned; "
+            + (f"the error was printed: {r.printed}" if r.printed else "nothing was printed")
+            + "; the next item arrived"
+        )
     q.put(_children.Unpicklable())  # returns: pickling happens in the feeder thread
     err = wait_feeder_error(cx, q)
     q.put("after")
@@ -105,12 +203,18 @@ def unpicklable_put(cx: CheckContext) -> Outcome:
 )
 def unpicklable_at_exit(cx: CheckContext) -> Outcome:
     """Row 37 (its child runs in the exit group of rows 25-31)."""
-    r = exit_group(cx).bad_last
-    assert r is not None
+    from .checks_lifecycle import _group_part
+
+    g = exit_group(cx)
+    r = _group_part(cx, g, g.bad_last)
     noisy = "Traceback" in r.note or "pickle" in r.note
     cx.figure(**{"stderr bytes": len(r.note)})
     if r.exitcode != 0:
-        return failed(f"exit code {r.exitcode}")
+        last = _last_line(r.note)
+        return failed(
+            f"the child (20 items, then put(Unpicklable()), then return) exited with code "
+            f"{r.exitcode}" + (f"; its stderr ended: {last}" if last else "")
+        )
     if r.received != 20:
         return failed(f"{r.received} items arrived instead of the 20 good ones")
     if noisy:
@@ -133,7 +237,7 @@ def unpicklable_raises_in_caller(cx: CheckContext) -> Outcome:
     try:
         q.put(_children.Unpicklable())
     except (TypeError, pickle.PicklingError, AttributeError) as exc:
-        raised = f"{type(exc).__name__}: {exc}"
+        raised = exc_text(exc)
     else:
         return failed("put(Unpicklable()) returned")
     q.put("after")
@@ -190,9 +294,13 @@ def queue_in_queue(cx: CheckContext) -> Outcome:
         pickle.dumps(inner)
     except RuntimeError as exc:
         if "inheritance" not in str(exc):
-            return failed(f"pickle.dumps(q) raised RuntimeError({str(exc)!r})")
+            return failed(f"pickle.dumps(q) raised {exc_text(exc)}")
+    except Exception as exc:
+        return failed(f"pickle.dumps(q) raised {exc_text(exc)}, not RuntimeError")
     else:
         return failed("pickle.dumps(q) succeeded")
+    if not cx.stdlib:
+        return passed("pickle.dumps(q) raised RuntimeError (shared through inheritance)")
     if cx.kind == "SQ":
         outer = cx.make()
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 
 from . import _children
-from .context import CheckContext
-from .model import Outcome, failed, passed
+from .context import CheckContext, exc_text
+from .model import Outcome, differs, failed, passed
 from .registry import check
 
 
@@ -29,12 +29,22 @@ def simplequeue_api(cx: CheckContext) -> Outcome:
     want = ["get", "put", "empty"] + (["close"] if sys.version_info >= (3, 9) else [])
     missing = [m for m in want if not callable(getattr(q, m, None))]
     extra = [m for m in ("qsize", "full", "get_nowait", "put_nowait", "task_done") if hasattr(q, m)]
-    if missing or extra:
-        return failed(f"missing {missing}, unexpected {extra}")
+    if missing:
+        return failed(f"the queue lacks {', '.join(m + '()' for m in missing)}")
+    if extra and not cx.stdlib:
+        return differs(f"the queue also has {', '.join(m + '()' for m in extra)}")
+    if extra:
+        return failed(f"unexpected {extra}")
     try:
         q.get(timeout=1)
     except TypeError as exc:
-        return passed(f"API as documented; get(timeout=1) raised TypeError: {exc}")
+        return passed(f"API as documented; get(timeout=1) raised {exc_text(exc)}")
+    except Exception as exc:
+        if not cx.stdlib:
+            return differs(f"get(timeout=1) raised {exc_text(exc)}, not TypeError")
+        return failed(f"get(timeout=1) raised {exc_text(exc)}, not TypeError")
+    if not cx.stdlib:
+        return differs("get(timeout=1) was accepted (a timeout beyond SimpleQueue's API)")
     return failed("get(timeout=1) did not raise TypeError")
 
 
@@ -103,7 +113,7 @@ def simplequeue_closed(cx: CheckContext) -> Outcome:
         try:
             fn()
         except Exception as exc:
-            others.append(f"{label}: {type(exc).__name__}")
+            others.append(f"{label}: {exc_text(exc)}")
         else:
             others.append(f"{label}: returned")
     cx.figure(**{"get/put": ", ".join(others)})

@@ -76,7 +76,7 @@ def _visibility(cx: CheckContext) -> Visibility:
             got = cx.get(q)
         if got != item:
             raise Mismatch(f"got {got!r} instead of {item!r}")
-        if cx.kind in ("Q", "JQ", "SQ"):
+        if cx.kind in ("Q", "JQ", "SQ") and callable(getattr(q, "close", None)):
             q.close()
     return v
 
@@ -344,6 +344,7 @@ def empty_check_then_get(cx: CheckContext) -> Outcome:
 def empty_on_closed(cx: CheckContext) -> Outcome:
     """Row 18."""
     used = cx.make()
+    cx.require(used, "close", "join_thread")
     used.put(1)
     used.get(timeout=cx.deadline)
     used.close()
@@ -379,6 +380,7 @@ def empty_on_closed(cx: CheckContext) -> Outcome:
 def qsize_full_on_closed(cx: CheckContext) -> Outcome:
     """Row 19."""
     q = cx.make(1)
+    cx.require(q, "close", "join_thread", "qsize", "full")
     q.put(1)
     q.get(timeout=cx.deadline)
     q.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing.connection
+import os
 import queue
 import sys
 import threading
@@ -20,6 +21,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from .._runtime.errors import MpfaultError
 from .._runtime.procfs import stat_state as _proc_state
 from .._timing import (
     DEFAULT_LIMIT,
@@ -28,9 +30,19 @@ from .._timing import (
     expect_immediate,
     expect_timeout,
 )
-from .model import CUSTOM, Figure, Mismatch, Unsupported
+from .model import Figure, Mismatch, Unsupported
+from .provider import KIND_API, KIND_LABELS
 
-__all__ = ["Call", "CheckContext", "QueueFactory", "drop_tracebacks", "reap", "wait_blocked"]
+__all__ = [
+    "Call",
+    "CheckContext",
+    "QueueFactory",
+    "drop_tracebacks",
+    "exc_text",
+    "reap",
+    "signal_process",
+    "wait_blocked",
+]
 
 T = TypeVar("T")
 
@@ -43,6 +55,9 @@ QueueFactory = Callable[[int], Any]
 # that must happen (reached only when it does not).
 TIMEOUT = 0.1
 HOLD = 0.2
+#: How long a call without a timeout must stay blocked (rows 1 and 2): long enough to
+#: catch a finite default timeout of a second or so (MPFAULT_CONTRACT_BLOCK_HOLD).
+BLOCK_HOLD = float(os.environ.get("MPFAULT_CONTRACT_BLOCK_HOLD", "2.0"))
 DEADLINE = 10.0
 GRACE = 1.0
 
@@ -81,6 +96,11 @@ class Call:
         return not self._thread.is_alive()
 
     @property
+    def native_id(self) -> int | None:
+        """The thread's native id (for :func:`wait_blocked`)."""
+        return self._thread.native_id
+
+    @property
     def done(self) -> bool:
         """Whether the call has finished."""
         return not self._thread.is_alive()
@@ -101,7 +121,7 @@ class Call:
         if not self.done:
             return "is still running"
         if self._exc is not None:
-            return f"raised {type(self._exc).__name__}({str(self._exc)!r})"
+            return f"raised {exc_text(self._exc)}"
         return f"returned {self._result!r:.60}"
 
 
@@ -122,12 +142,50 @@ def reap(procs: Iterable[BaseProcess], grace: float = GRACE) -> None:
             break
         for p in alive:
             try:
-                getattr(p, step)()
-            except OSError:
+                signal_process(p, step)
+            except (OSError, AttributeError):
                 pass
         end = time.monotonic() + grace
         for p in alive:
             p.join(max(0.0, end - time.monotonic()))
+
+
+class _Hung(MpfaultError):
+    """A watched call that did not return in time (see :meth:`CheckContext.immediate`)."""
+
+
+def _exc_name(types: Any) -> str:
+    if isinstance(types, tuple):
+        return " or ".join(_exc_name(t) for t in types)
+    module = types.__module__
+    return f"queue.{types.__qualname__}" if module in ("_queue", "queue") else types.__qualname__
+
+
+def signal_process(p: BaseProcess, step: str = "kill") -> None:
+    """``p.terminate()`` or ``p.kill()``, by signal where the Process class lacks them
+    (billiard's ``Process`` has no ``kill()``)."""
+    import signal
+
+    fn = getattr(p, step, None)
+    if callable(fn):
+        fn()
+        return
+    if p.pid is not None:
+        os.kill(p.pid, signal.SIGTERM if step == "terminate" else signal.SIGKILL)
+
+
+def exc_text(exc: BaseException) -> str:
+    """An exception as text that is never empty: ``queue.Full (no message)``,
+    ``TypeError('cannot pickle ...')``."""
+    cls = type(exc)
+    module = cls.__module__
+    name = cls.__qualname__
+    if module in ("_queue", "queue"):
+        name = f"queue.{name}"
+    elif module not in ("builtins",):
+        name = f"{module}.{name}"
+    text = str(exc)
+    return f"{name}({text!r})" if text else f"{name} (no message)"
 
 
 def wait_blocked(pid: int, tid: int | None = None, timeout: float = DEADLINE) -> bool:
@@ -172,14 +230,19 @@ class CheckContext:
         make: QueueFactory | None,
         tolerance: float,
         shared: dict[str, Any] | None = None,
+        stdlib: bool = True,
+        provider: Any = None,
     ) -> None:
         self.method = method
         self.mp = mp
         self.kind = kind
+        self.stdlib = stdlib
+        self.provider = provider
         self._make = make
         self.tolerance = tolerance
         self.timeout = TIMEOUT
         self.hold = HOLD
+        self.block_hold = BLOCK_HOLD
         self.deadline = DEADLINE
         self.limit = max(DEFAULT_LIMIT, tolerance / 4)
         self.figures: dict[str, Figure] = {}
@@ -193,8 +256,8 @@ class CheckContext:
     # -- queues ------------------------------------------------------------------
     @property
     def custom(self) -> bool:
-        """Whether the queue under test comes from a third-party factory."""
-        return self.kind == CUSTOM
+        """Whether the queue under test is not CPython's own."""
+        return not self.stdlib
 
     def make(self, maxsize: int = 0) -> Any:
         """Return a fresh queue of the kind under test (*maxsize* 0: unbounded)."""
@@ -205,10 +268,34 @@ class CheckContext:
         return q
 
     def require(self, q: Any, *names: str) -> None:
-        """Raise :class:`Unsupported` unless queue *q* has every method in *names*."""
+        """Check that queue *q* has every method in *names*.
+
+        A method the declared kind documents but *q* lacks is a :class:`Mismatch` (a
+        failure); one the kind does not document makes the row not applicable
+        (:class:`Unsupported`, e.g. "no task_done()").
+        """
         missing = [n for n in names if not callable(getattr(q, n, None))]
+        if not missing:
+            return
+        documented = [n for n in missing if n in KIND_API.get(self.kind, ())]
+        text = ", ".join(n + "()" for n in missing)
+        if documented:
+            raise Mismatch(
+                f"the queue has no {', '.join(n + '()' for n in documented)}, which "
+                f"{KIND_LABELS.get(self.kind, self.kind)} documents"
+            )
+        raise Unsupported(f"no {text}")
+
+    def private(self, q: Any, *names: str) -> None:
+        """Make the row not applicable unless *q* has CPython's private attributes *names*.
+
+        Rows about CPython's implementation (``_rlock``, ``_reader``...) run against any
+        queue that has them (forks of multiprocessing do) and are not applicable to the
+        others.
+        """
+        missing = [n for n in names if getattr(q, n, None) is None]
         if missing:
-            raise Unsupported(f"the queue has no {', '.join(n + '()' for n in missing)}")
+            raise Unsupported(f"no {', '.join(missing)} (CPython's private attribute)")
 
     def track(self, q: T) -> T:
         """Have queue *q* (made by the check itself) closed when the check ends."""
@@ -237,14 +324,26 @@ class CheckContext:
         """
         timeout = self.deadline if timeout is None else timeout
         if self.kind == "SQ":
-            if not q._reader.poll(timeout):
-                raise queue.Empty
-            return q.get()
+            reader = getattr(q, "_reader", None)
+            if reader is not None and callable(getattr(reader, "poll", None)):
+                if not reader.poll(timeout):
+                    raise queue.Empty
+                return q.get()
+            # no timeout in the API: a watched call (the thread stays blocked if
+            # nothing comes; the queue is discarded when the check ends)
+            call = Call(q.get, name="mpfault-check-get")
+            if not call.join(timeout):
+                raise queue.Empty(f"get() returned nothing within {timeout:g} s")
+            return call.value()
         return q.get(timeout=timeout)
 
     def readable(self, q: Any, timeout: float | None = None) -> bool:
-        """Wait until the pipe of a stdlib Q/JQ/SQ *q* has data; return whether it has."""
+        """Wait until the pipe of a stdlib Q/JQ/SQ *q* has data; return whether it has.
+
+        Queues without CPython's ``_reader`` make the row not applicable.
+        """
         timeout = self.deadline if timeout is None else timeout
+        self.private(q, "_reader")
         return bool(multiprocessing.connection.wait([q._reader], timeout))
 
     # -- processes and threads -------------------------------------------------------
@@ -323,11 +422,26 @@ class CheckContext:
         Returns the elapsed seconds; raises :class:`Mismatch` naming *label*.
         """
         problem = ""
+        bound = max(self.hold * 5, self.limit * 10)
+
+        def watched() -> Any:
+            # A call that never returns must not hang the check: watch it.
+            call = Call(fn, name="mpfault-check-immediate")
+            if not call.join(bound):
+                raise _Hung(bound)
+            return call.value()
+
         for _ in range(attempts):
             try:
                 with expect_immediate(raises=raises, limit=self.limit) as t:
-                    fn()
+                    watched()
             except TimingError as exc:
+                if isinstance(exc.exception, _Hung) or isinstance(exc.__cause__, _Hung):
+                    want = "return" if raises is None else f"raise {_exc_name(raises)}"
+                    raise Mismatch(
+                        f"{label}: still blocked after {bound:g} s (expected it to {want} "
+                        f"within {self.limit:g} s)"
+                    ) from None
                 problem = str(exc)
                 if exc.elapsed <= self.limit:
                     break  # wrong outcome, not slowness: no retry
@@ -336,8 +450,22 @@ class CheckContext:
             return t.elapsed
         raise Mismatch(f"{label}: {problem}")
 
+    def create_in(self, method: str, maxsize: int = 0) -> Any:
+        """A queue of the kind under test made for the context of start method *method*
+        (not the one under test); not applicable if the provider cannot."""
+        prov = self.provider
+        if prov is None:
+            raise Unsupported("no queue provider")
+        try:
+            q = prov.create(prov.context(method), maxsize)
+        except NotImplementedError:
+            raise Unsupported("the provider makes queues only for the start method under test")
+        self._queues.append(q)
+        return q
+
     def timed_out(self, label: str, raises: ExceptionTypes, fn: Callable[[], Any]) -> float:
-        """Check that *fn* raises *raises* after :attr:`timeout` (not early, not late).
+        """Check that *fn* raises *raises* after :attr:`timeout` (not late, and at most
+        1 ms early: see :meth:`early`).
 
         Records ``elapsed`` and ``overshoot`` figures; raises :class:`Mismatch`.
         """
@@ -351,6 +479,16 @@ class CheckContext:
             self.figure(elapsed=t.elapsed, overshoot=t.overshoot)
             return t.elapsed
         raise Mismatch(problem)
+
+    def early(self, label: str, elapsed: float) -> str | None:
+        """If *elapsed* is under :attr:`timeout` (within the 1 ms the contract tolerates),
+        the text of that difference, else ``None``."""
+        if elapsed >= self.timeout:
+            return None
+        return (
+            f"{label} raised after {elapsed:.4f} s, {(self.timeout - elapsed) * 1000:.2f} ms "
+            f"before its timeout of {self.timeout:g} s (the docs promise only 'at most')"
+        )
 
     # -- teardown ------------------------------------------------------------------------
     def close(self) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "Result",
     "Status",
     "Unsupported",
+    "differs",
     "failed",
     "passed",
     "skipped",
@@ -82,15 +83,16 @@ class Unsupported(MpfaultError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a check function returns: ``pass``, ``fail`` or ``skip``, with what was seen.
+    """What a check function returns: ``pass``, ``fail``, ``differs`` or ``skip``.
 
     Attributes:
-        status: ``"pass"``, ``"fail"`` or ``"skip"``.
+        status: ``"pass"``, ``"fail"``, ``"differs"`` (a difference from CPython that
+            the docs allow) or ``"skip"`` (not applicable).
         observed: what was observed (the skip reason for ``skip``).
         figures: measured values worth reporting (seconds, counts, ...).
     """
 
-    status: Literal["pass", "fail", "skip"]
+    status: Literal["pass", "fail", "differs", "skip"]
     observed: str = ""
     figures: Mapping[str, Figure] = field(default_factory=dict)
 
@@ -103,6 +105,11 @@ def passed(observed: str = "", **figures: Figure) -> Outcome:
 def failed(observed: str, **figures: Figure) -> Outcome:
     """Return a failing :class:`Outcome`; *observed* says what was seen instead."""
     return Outcome("fail", observed, figures)
+
+
+def differs(observed: str, **figures: Figure) -> Outcome:
+    """Return a ``differs`` :class:`Outcome`: unlike CPython, but allowed by the docs."""
+    return Outcome("differs", observed, figures)
 
 
 def skipped(reason: str) -> Outcome:
@@ -139,8 +146,9 @@ class Check:
         expect: what the check expects to observe, in a few words.
         func: the check function, or ``None`` when the row cannot be observed portably.
         unobservable: why the row cannot be observed (when ``func`` is ``None``).
-        generic: whether the check uses only the generic queue API, so that it also
-            runs against a third-party queue (``--queue module:factory``).
+        generic: whether the check uses only the generic queue API (informative: every
+            check runs through any queue provider; what a queue lacks makes the check
+            fail, if its kind documents it, or not applicable).
         since: first Python version (inclusive) the behaviour applies to.
         until: last Python version (inclusive) the behaviour applies to.
         methods: start methods it applies to (``None``: all).
@@ -200,11 +208,8 @@ class Check:
         plat = platform if platform is not None else sys.platform
         if self.func is None:
             return f"not observable portably: {self.unobservable}"
-        if kind == CUSTOM and not self.generic:
-            need = "/".join(k for k in self.kinds if k != NO_QUEUE) or "no queue"
-            return f"needs a stdlib queue ({need}); not run against a custom queue"
-        if kind not in (CUSTOM, *self.kinds):
-            return f"does not apply to {kind}"
+        if kind not in self.kinds:
+            return f"does not apply to {KIND_NAMES.get(kind, kind)}"
         if self.since is not None and ver < self.since:
             return f"applies to Python {self.versions}"
         if self.until is not None and ver[: len(self.until)] > self.until:
@@ -244,9 +249,11 @@ class Result:
         check: the check.
         queue_kind: ``Q``, ``JQ``, ``SQ``, ``MQ``, ``custom`` or ``-``.
         method: the start method.
-        status: ``pass``; ``fail`` (documented behaviour violated); ``differs`` (an
-            implementation detail differs from the reference: reported, not failed);
-            ``skip``; ``error`` (the check itself raised or hung).
+        status: ``pass``; ``fail`` (a documented promise broken); ``differs`` (a
+            difference from CPython's behaviour that the docs allow, or an
+            implementation detail that differs: reported, not failed); ``skip`` (not
+            applicable, with the reason); ``error`` (the contract itself broke: never
+            counted against the queue).
         observed: what was observed, or the skip reason.
         figures: measured values.
         duration: seconds the check took.
@@ -262,8 +269,11 @@ class Result:
 
     @property
     def violation(self) -> bool:
-        """Whether this result violates documented behaviour (fails the contract)."""
-        return self.check.kind == "documented" and self.status in ("fail", "error")
+        """Whether this result violates documented behaviour (fails the contract).
+
+        A contract ``error`` is the contract's own failure, never the queue's.
+        """
+        return self.check.kind == "documented" and self.status == "fail"
 
     @property
     def test_id(self) -> str:
@@ -282,9 +292,16 @@ class Result:
             "queue_kind": self.queue_kind,
             "start_method": self.method,
             "status": self.status,
+            "verdict": self.status if self.status != "skip" else "not applicable",
             "violation": self.violation,
             "observed": self.observed,
             "figures": dict(self.figures),
+            "evidence": self.observed
+            + (
+                ""
+                if not self.figures
+                else f" ({', '.join(f'{k}={v}' for k, v in self.figures.items())})"
+            ),
             "duration": round(self.duration, 4),
         }
 
@@ -297,7 +314,8 @@ class Report:
         results: results in run order.
         methods: start methods run, in order.
         kinds: queue kinds run.
-        target: ``"stdlib"`` or the ``module:factory`` of a custom queue.
+        target: ``"stdlib"`` or the ``--queue`` spec of the queue under test.
+        provider: the provider's description (name, kind, context, package, version).
         tolerance: timeout overshoot tolerance used, seconds.
         python: ``sys.version`` of the interpreter.
         implementation: ``platform.python_implementation()`` (``CPython``).
@@ -309,6 +327,7 @@ class Report:
     methods: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     target: str = "stdlib"
+    provider: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 1.0
     python: str = sys.version.split()[0]
     implementation: str = _platform.python_implementation()
@@ -319,6 +338,11 @@ class Report:
     def violations(self) -> list[Result]:
         """The results that violate documented behaviour."""
         return [r for r in self.results if r.violation]
+
+    @property
+    def errors(self) -> list[Result]:
+        """The results where the contract itself broke (not counted against the queue)."""
+        return [r for r in self.results if r.status == "error"]
 
     @property
     def ok(self) -> bool:

@@ -1,4 +1,10 @@
-"""The contract inside pytest: ``pytest --mpfault-contract [--mpfault-queue module:factory]``.
+"""The contract inside pytest: ``pytest --mpfault-contract [--mpfault-queue pkg.mod:Queue]``.
+
+``--mpfault-queue`` (with ``--mpfault-queue-context pkg:get_context`` and
+``--mpfault-queue-kind SimpleQueue``, as ``python -m mpfault check --queue/--context/--kind``)
+runs the contract against any queue; it is tried first (one queue per start method,
+one item through a child), and a queue that fails that gives one collection error
+naming what failed instead of a matrix of failures.
 
 With ``--mpfault-contract`` every contract cell becomes an ordinary test item under a
 ``contract`` collector, with ids such as
@@ -29,7 +35,8 @@ import pytest
 
 from .._runtime.errors import MpfaultError
 from .model import ALL_KINDS, Check, Result
-from .runner import ContractRunner, CustomFactory, FactoryError, load_factory, plan, select_rows
+from .provider import ProviderError, QueueProvider, load_provider
+from .runner import ContractRunner, plan, preflight, select_rows
 
 __all__ = [
     "CONTRACT_METHODS_KEY",
@@ -39,11 +46,13 @@ __all__ = [
     "pytest_addoption",
     "pytest_collection_modifyitems",
     "pytest_configure",
+    "pytest_report_collectionfinish",
 ]
 
 #: Start methods the contract runs for (set by the main plugin; default: all available).
 CONTRACT_METHODS_KEY = pytest.StashKey[tuple[str, ...]]()
-_FACTORY_KEY = pytest.StashKey[CustomFactory | None]()
+_PROVIDER_KEY = pytest.StashKey[QueueProvider | None]()
+_PREFLIGHT_KEY = pytest.StashKey[list[str]]()
 _RUNNER_KEY = pytest.StashKey[ContractRunner]()
 
 CONTRACT_HELP = (
@@ -51,8 +60,16 @@ CONTRACT_HELP = (
     "items (contract::rowNN-...[KIND-METHOD])"
 )
 QUEUE_HELP = (
-    "Run the contract against a third-party queue: FACTORY(ctx, maxsize) returns a new "
-    "queue (ctx: the multiprocessing context of the start method; maxsize 0: unbounded)"
+    "Run the contract against any queue: a class or callable taking maxsize "
+    "(pkg.mod:Queue), a FACTORY(ctx, maxsize), or a mpfault QueueProvider object"
+)
+CONTEXT_HELP = (
+    "get_context(method) of the --mpfault-queue package (pkg:get_context); its Process starts "
+    "the contract's children (default: inferred, else multiprocessing)"
+)
+KIND_HELP = (
+    "What the --mpfault-queue queue behaves like: Queue, JoinableQueue, SimpleQueue or "
+    "ManagerQueue (default: probed from its API)"
 )
 MARKER = (
     "mpfault_contract: a cell of the documented-behaviour contract of multiprocessing "
@@ -73,25 +90,51 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mpfault-queue",
         dest="mpfault_queue",
-        metavar="MODULE:FACTORY",
+        metavar="MODULE:QUEUE",
         default=None,
         help=QUEUE_HELP,
+    )
+    group.addoption(
+        "--mpfault-queue-context",
+        dest="mpfault_queue_context",
+        metavar="MODULE:GET_CONTEXT",
+        default=None,
+        help=CONTEXT_HELP,
+    )
+    group.addoption(
+        "--mpfault-queue-kind",
+        dest="mpfault_queue_kind",
+        metavar="KIND",
+        default=None,
+        help=KIND_HELP,
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Validate ``--mpfault-queue`` (a ``pytest.UsageError`` naming it) and add the marker."""
+    """Validate the ``--mpfault-queue`` options (a ``pytest.UsageError`` naming the bad
+    one) and add the marker."""
     spec = config.getoption("mpfault_queue", None)
+    context = config.getoption("mpfault_queue_context", None)
+    kind = config.getoption("mpfault_queue_kind", None)
     enabled = bool(config.getoption("mpfault_contract", False))
-    factory = None
-    if spec is not None:
+    provider = None
+    if spec is None:
+        for option, value in (("context", context), ("kind", kind)):
+            if value is not None:
+                raise pytest.UsageError(f"--mpfault-queue-{option} needs --mpfault-queue")
+    else:
         if not enabled:
             raise pytest.UsageError("--mpfault-queue needs --mpfault-contract")
         try:
-            factory = load_factory(spec)
-        except FactoryError as exc:
-            raise pytest.UsageError(f"--mpfault-queue={spec}: {exc}") from None
-    config.stash[_FACTORY_KEY] = factory
+            provider = load_provider(spec, context=context, kind=kind)
+        except ProviderError as exc:
+            option, value = "--mpfault-queue", spec
+            if kind is not None and "queue kind" in str(exc):
+                option, value = "--mpfault-queue-kind", kind
+            elif context is not None and context in str(exc):
+                option, value = "--mpfault-queue-context", context
+            raise pytest.UsageError(f"{option}={value}: {exc}") from None
+    config.stash[_PROVIDER_KEY] = provider
     if enabled:
         config.addinivalue_line("markers", MARKER)
 
@@ -107,7 +150,7 @@ class ContractViolation(MpfaultError):
 def _runner(config: pytest.Config) -> ContractRunner:
     runner = config.stash.get(_RUNNER_KEY, None)
     if runner is None:
-        runner = ContractRunner(factory=config.stash.get(_FACTORY_KEY, None))
+        runner = ContractRunner(provider=config.stash.get(_PROVIDER_KEY, None))
         config.stash[_RUNNER_KEY] = runner
         config.add_cleanup(runner.close)
     return runner
@@ -149,8 +192,10 @@ class ContractItem(pytest.Item):
             pytest.skip(result.observed)
         if result.violation:
             raise ContractViolation(result)
-        if result.status in ("differs", "error"):
-            pytest.xfail(f"implementation detail {result.status}: {result.observed}")
+        if result.status == "differs":
+            pytest.xfail(f"differs from CPython (allowed): {result.observed}")
+        if result.status == "error":
+            pytest.xfail(f"contract error (not counted against the queue): {result.observed}")
 
     def repr_failure(
         self,
@@ -176,12 +221,23 @@ class ContractCollector(pytest.Collector):
         methods = config.stash.get(CONTRACT_METHODS_KEY, None) or tuple(
             multiprocessing.get_all_start_methods()
         )
-        custom = config.stash.get(_FACTORY_KEY, None) is not None
-        for check, kind, method in plan(select_rows(None), methods, ALL_KINDS, custom):
+        provider = config.stash.get(_PROVIDER_KEY, None)
+        kinds: tuple[str, ...] = ALL_KINDS
+        if provider is not None:
+            if _PREFLIGHT_KEY not in config.stash:
+                config.stash[_PREFLIGHT_KEY] = preflight(provider, methods)
+            kinds = (provider.kind or "Q",)
+        for check, kind, method in plan(select_rows(None), methods, kinds, provider is not None):
             name = Result(check, kind, method, "skip", "", {}, 0.0).test_id
             yield ContractItem.from_parent(
                 self, name=name, check=check, queue_kind=kind, method=method
             )
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    """Under the "collected" line: what the preflight found out about --mpfault-queue."""
+    lines: list[str] = config.stash.get(_PREFLIGHT_KEY, [])
+    return list(lines)
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -192,7 +248,19 @@ def pytest_collection_modifyitems(
     if not config.getoption("mpfault_contract", False):
         return
     collector = ContractCollector.from_parent(session, name="contract", nodeid="contract")
-    cells: list[pytest.Item | pytest.Collector] = list(collector.collect())
+    try:
+        cells: list[pytest.Item | pytest.Collector] = list(collector.collect())
+    except ProviderError as exc:
+        spec = config.getoption("mpfault_queue", None)
+        config.hook.pytest_collectreport(
+            report=pytest.CollectReport(
+                collector.nodeid,
+                "failed",
+                f"preflight of --mpfault-queue={spec} failed: {exc}",
+                [],
+            )
+        )
+        return
     # Report them like any collected node, so "collected N items" counts them.
     config.hook.pytest_collectreport(
         report=pytest.CollectReport(collector.nodeid, "passed", None, cells)

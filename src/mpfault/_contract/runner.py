@@ -1,30 +1,21 @@
-"""Running checks: queue factories, one cell at a time, and whole contract runs.
+"""Running contract cells: one check for one queue kind and start method.
 
-A *cell* is one check for one queue kind and one start method.  :class:`ContractRunner`
-runs cells; it owns what cells share per start method (the ``multiprocessing`` context,
-one ``Manager()`` for the MQ kind, scenarios shared between rows).  The command line
-runs a whole plan through :func:`run_contract`; the pytest plugin runs one cell per
-test item through the same runner.
-
-Third-party queues: ``--queue module:factory`` names a callable
-``factory(ctx, maxsize)`` that returns a new queue object, where ``ctx`` is the
-``multiprocessing`` context of the start method under test and ``maxsize`` is the
-capacity wanted (``0``: unbounded).  The queue must be usable from the children that
-``ctx`` starts (it is passed to them as a ``Process`` argument) and should offer the
-``multiprocessing.Queue`` API: ``put(obj, block=True, timeout=None)``,
-``get(block=True, timeout=None)``, ``put_nowait``, ``get_nowait``, ``empty``, ``full``,
-``qsize`` and, optionally, ``close``.  Checks of the generic queue API run against it;
-checks of stdlib specifics are skipped.
+The queue under test comes from a :class:`~mpfault._contract.provider.QueueProvider`:
+CPython's own queues (``Q``, ``JQ``, ``SQ``, ``MQ``) by default, or the provider given
+by ``--queue`` (see :mod:`mpfault._contract.provider`).  Every cell makes its queues
+through the provider and starts its children from the provider's context.  Before a
+run against a provider, :func:`preflight` makes one queue per start method and has a
+child put and get one item, so that a provider that cannot work at all gives one clear
+error instead of a matrix of failures.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gc
-import importlib
 import multiprocessing
 import os
-import sys
+import threading
 import time
 import traceback
 import warnings
@@ -32,18 +23,36 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from .._errors import LOST_FORKSERVER_STATUS, MpfaultError
-from .._timing import get_default_tolerance
-from .context import Call, CheckContext, QueueFactory, drop_tracebacks
+from .._errors import LOST_FORKSERVER_STATUS
+from .._timing import TimingError, get_default_tolerance
+from . import _children
+from .context import (
+    Call,
+    CheckContext,
+    QueueFactory,
+    _discard_queue,
+    drop_tracebacks,
+    exc_text,
+    reap,
+)
 from .model import (
     ALL_KINDS,
-    CUSTOM,
     NO_QUEUE,
     Check,
+    Mismatch,
     Outcome,
     Report,
     Result,
     Unsupported,
+)
+from .provider import (
+    KIND_API,
+    KIND_LABELS,
+    ProviderError,
+    QueueProvider,
+    StdlibProvider,
+    load_provider,
+    probe_kind,
 )
 from .registry import all_checks
 
@@ -53,7 +62,9 @@ __all__ = [
     "CustomFactory",
     "FactoryError",
     "load_factory",
+    "load_provider",
     "plan",
+    "preflight",
     "run_contract",
     "select_rows",
 ]
@@ -67,41 +78,12 @@ CustomFactory = Callable[[BaseContext, int], Any]
 _FORK_WARNING = r"This process .* is multi-threaded, use of fork\(\) may lead to deadlocks"
 
 
-class FactoryError(MpfaultError, ValueError):
-    """A ``module:factory`` specification that cannot be loaded; the message says why."""
+FactoryError = ProviderError
 
 
-def load_factory(spec: str) -> CustomFactory:
-    """Import the queue factory named by ``module:factory`` (``module:obj.attr`` works too).
-
-    The current directory is put on ``sys.path`` if it is not there, as ``python -m``
-    does, so that a factory next to the project can be named.
-
-    Raises:
-        FactoryError: when *spec* is malformed, the module cannot be imported, the
-            attribute does not exist or is not callable.
-    """
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise FactoryError(f"expected module:factory, got {spec!r}")
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise FactoryError(
-            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from None
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise FactoryError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not callable(obj):
-        raise FactoryError(f"{spec!r} is not callable")
-    factory: CustomFactory = obj
-    return factory
+def load_factory(spec: str) -> QueueProvider:
+    """The provider ``--queue SPEC`` names (kept for callers of the older name)."""
+    return load_provider(spec)
 
 
 def select_rows(rows: Iterable[int] | None) -> tuple[Check, ...]:
@@ -114,21 +96,21 @@ def select_rows(rows: Iterable[int] | None) -> tuple[Check, ...]:
 
 
 def plan(
-    checks: Sequence[Check], methods: Sequence[str], kinds: Sequence[str], custom: bool = False
+    checks: Sequence[Check],
+    methods: Sequence[str],
+    kinds: Sequence[str],
+    custom: bool = False,
 ) -> list[tuple[Check, str, str]]:
     """The cells ``(check, queue kind, start method)`` to run, start method first.
 
-    For a custom queue every check gets one cell of kind ``custom`` (checks that need a
-    stdlib queue are then skipped when run).  Otherwise a check gets a cell for each of
-    its queue kinds that is in *kinds* (``-`` for a check that uses no queue).
+    A check gets a cell for each of its queue kinds that is in *kinds* (``-`` for a
+    check that uses no queue).  With *custom* (a provider's run: *kinds* is its one
+    kind) checks that use no queue are left out.
     """
     cells: list[tuple[Check, str, str]] = []
     for method in methods:
         for c in checks:
-            if custom:
-                ks: list[str] = [CUSTOM]
-            else:
-                ks = [k for k in c.kinds if k == NO_QUEUE or k in kinds]
+            ks = [k for k in c.kinds if (k == NO_QUEUE and not custom) or k in kinds]
             cells.extend((c, k, method) for k in ks)
     return cells
 
@@ -139,8 +121,8 @@ class ContractRunner:
     Args:
         tolerance: seconds a timeout may overshoot (default: the timing module's
             default, which the pytest plugin sets from ``mpfault_timeout_tolerance``).
-        factory: a third-party queue factory (see :func:`load_factory`); ``None`` for
-            the stdlib queue kinds.
+        provider: the provider of the queue under test; ``None`` for CPython's queues
+            (one :class:`~mpfault._contract.provider.StdlibProvider` per kind).
         check_deadline: seconds after which a check still running is reported as an
             error and abandoned.
         isolate_warnings: run each check under ``warnings.catch_warnings()`` that hides
@@ -153,46 +135,46 @@ class ContractRunner:
         self,
         *,
         tolerance: float | None = None,
-        factory: CustomFactory | None = None,
+        provider: QueueProvider | None = None,
         check_deadline: float = CHECK_DEADLINE,
         isolate_warnings: bool = True,
     ) -> None:
         self.tolerance = get_default_tolerance() if tolerance is None else tolerance
         self.isolate_warnings = isolate_warnings
-        self.factory = factory
+        self.provider = provider
         self.check_deadline = check_deadline
-        self._managers: dict[str, Any] = {}
+        self._stdlib: dict[str, StdlibProvider] = {}
         self._shared: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
 
-    def _manager(self, method: str) -> Any:
-        if method not in self._managers:
-            self._managers[method] = multiprocessing.get_context(method).Manager()
-        return self._managers[method]
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The queue kinds this runner tests (the provider's one kind, or all four)."""
+        if self.provider is not None:
+            return (self.provider.kind or "Q",)
+        return ALL_KINDS
+
+    def provider_for(self, kind: str, method: str) -> QueueProvider | None:
+        """The provider of *kind*, set up for *method* (``None`` for kind ``-``)."""
+        if kind == NO_QUEUE:
+            return None
+        with self._lock:
+            if self.provider is not None:
+                prov: QueueProvider = self.provider
+            else:
+                if kind not in ALL_KINDS:
+                    raise ValueError(f"unknown queue kind {kind!r} (known: {', '.join(ALL_KINDS)})")
+                prov = self._stdlib.setdefault(kind, StdlibProvider(kind))
+            if prov.method != method:
+                if prov.method is not None:
+                    prov.teardown()
+                prov.setup(method)
+            return prov
 
     def queue_factory(self, kind: str, method: str) -> QueueFactory | None:
         """``make(maxsize)`` for *kind* under *method* (``None`` for kind ``-``)."""
-        mp = multiprocessing.get_context(method)
-        if kind == NO_QUEUE:
-            return None
-        factory = self.factory
-        if kind == CUSTOM and factory is None:
-            raise ValueError("no custom queue factory was given")
-
-        def make(maxsize: int = 0) -> Any:
-            if kind == CUSTOM:
-                assert factory is not None
-                return factory(mp, maxsize)
-            if kind == "Q":
-                return mp.Queue(maxsize)
-            if kind == "JQ":
-                return mp.JoinableQueue(maxsize)
-            if kind == "SQ":
-                return mp.SimpleQueue()
-            return self._manager(method).Queue(maxsize)
-
-        if kind in (CUSTOM, *ALL_KINDS):
-            return make
-        raise ValueError(f"unknown queue kind {kind!r} (known: {', '.join(ALL_KINDS)})")
+        prov = self.provider_for(kind, method)
+        return None if prov is None else prov.make
 
     def run(self, check: Check, kind: str, method: str) -> Result:
         """Run one cell and return its :class:`Result` (never raises for a check's failure).
@@ -220,13 +202,20 @@ class ContractRunner:
             return Result(check, kind, method, "skip", reason, {}, 0.0), []
         assert check.func is not None
         func = check.func
+        try:
+            prov = self.provider_for(kind, method)
+        except Exception as exc:
+            observed = f"the provider's setup({method!r}) raised {exc_text(exc)}"
+            return Result(check, kind, method, "error", observed, {}, 0.0), []
         cx = CheckContext(
             method=method,
-            mp=multiprocessing.get_context(method),
+            mp=prov.ctx if prov is not None else multiprocessing.get_context(method),
             kind=kind,
-            make=self.queue_factory(kind, method),
+            make=prov.make if prov is not None else None,
             tolerance=self.tolerance,
             shared=self._shared.setdefault(method, {}),
+            stdlib=prov.stdlib if prov is not None else True,
+            provider=prov,
         )
 
         def body() -> Outcome:
@@ -248,19 +237,19 @@ class ContractRunner:
         if not finished:
             status, observed = "error", f"did not finish within {self.check_deadline:g} s"
         else:
-            exc = call.exception
-            if exc is None:
+            error = call.exception
+            if error is None:
                 outcome = call.value()
                 assert outcome is not None
                 status, observed = outcome.status, outcome.observed
-            elif isinstance(exc, Unsupported):
-                status, observed = "skip", str(exc)
-            elif isinstance(exc, AssertionError):  # Mismatch, TimingError
-                status, observed = "fail", str(exc)
-            elif isinstance(exc, Exception):
-                status, observed = "error", _describe_error(exc)
+            elif isinstance(error, Unsupported):
+                status, observed = "skip", str(error)
+            elif isinstance(error, AssertionError) and not _raised_by_queue(error):
+                status, observed = "fail", str(error) or f"{type(error).__name__} in the check"
+            elif isinstance(error, Exception):
+                status, observed = "error", _describe_error(error)
             else:
-                raise exc  # KeyboardInterrupt and the like
+                raise error  # KeyboardInterrupt and the like
         if call.exception is not None:
             drop_tracebacks(call.exception)
         if check.kind == "detail" and status == "fail":
@@ -277,30 +266,174 @@ class ContractRunner:
         return result, cx.exitcodes
 
     def finish_method(self, method: str) -> None:
-        """Release what the cells of *method* shared (its manager, shared scenarios)."""
-        manager = self._managers.pop(method, None)
-        if manager is not None:
-            try:
-                manager.shutdown()
-            except Exception:  # pragma: no cover - the manager died
-                pass
+        """Release what the cells of *method* shared (managers, shared scenarios)."""
+        with self._lock:
+            provs: list[QueueProvider] = list(self._stdlib.values())
+            if self.provider is not None:
+                provs.append(self.provider)
+            for prov in provs:
+                if prov.method == method:
+                    try:
+                        prov.teardown()
+                    except Exception:  # pragma: no cover - a provider's bug
+                        pass
         self._shared.pop(method, None)
 
     def close(self) -> None:
-        """Release everything (shut the managers down)."""
-        for method in list(self._managers):
-            self.finish_method(method)
+        """Release everything (tear every provider down)."""
+        for prov in [*self._stdlib.values(), *([self.provider] if self.provider else [])]:
+            if prov.method is not None:
+                self.finish_method(prov.method)
         self._shared.clear()
 
 
-def _describe_error(exc: BaseException) -> str:
+def _in_contract(filename: str) -> bool:
+    return f"{os.sep}_contract{os.sep}" in filename
+
+
+def _raised_by_queue(exc: BaseException) -> bool:
+    """Whether *exc* was raised inside the queue's code (not by a check's assertion)."""
+    if isinstance(exc, (Mismatch, TimingError)):
+        return False
     tb = traceback.extract_tb(exc.__traceback__)
-    where = ""
-    for frame in reversed(tb):
-        if "_contract" in frame.filename:
-            where = f" (at {os.path.basename(frame.filename)}:{frame.lineno})"
-            break
-    return f"raised {type(exc).__name__}: {exc}{where}"
+    return bool(tb) and not _in_contract(tb[-1].filename)
+
+
+def _describe_error(exc: BaseException) -> str:
+    """What raised *exc*: the queue call (source text and site) or the check's line."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    text = exc_text(exc)
+    last = None
+    for n, frame in enumerate(tb):
+        if _in_contract(frame.filename):
+            last = n
+    if last is None:
+        return f"raised {text}"
+    site = tb[last]
+    where = f"{os.path.basename(site.filename)}:{site.lineno}"
+    line = (site.line or "").strip()
+    if last + 1 < len(tb):
+        callee = tb[last + 1]
+        module = callee.filename.rsplit(os.sep, 2)
+        place = "/".join(module[-2:])
+        return (
+            f"`{line}` raised {text} in {callee.name}() at {place}:{callee.lineno} "
+            f"(contract error, not counted against the queue; called at {where})"
+        )
+    return f"`{line}` raised {text} (contract error, not counted against the queue; at {where})"
+
+
+def preflight(provider: QueueProvider, methods: Sequence[str], deadline: float = 20.0) -> list[str]:
+    """Try *provider* before a run: per start method, make a queue, have a child get one
+    item and put one back.  Probes the kind if the provider does not declare it.
+
+    Returns lines describing the provider (kind, context, missing methods).
+
+    Raises:
+        ProviderError: one message naming what failed (no matrix is run).
+    """
+    lines: list[str] = []
+    name = provider.name
+    for method in methods:
+        try:
+            if provider.method is not None:
+                provider.teardown()
+            provider.setup(method)
+        except ProviderError as exc:
+            raise ProviderError(f"{name}: {exc}") from None
+        except Exception as exc:
+            raise ProviderError(f"{name}: setup({method!r}) raised {exc_text(exc)}") from None
+        try:
+            _preflight_method(provider, method, deadline, lines)
+        finally:
+            provider.teardown()
+    return lines
+
+
+def _preflight_method(
+    provider: QueueProvider, method: str, deadline: float, lines: list[str]
+) -> None:
+    name = provider.name
+    ctx = provider.ctx
+    try:
+        q = provider.make(0)
+    except Exception as exc:
+        call = getattr(provider, "call_text", f"{name}.make(0)")
+        raise ProviderError(
+            f"{name}: making a queue ({call}, maxsize=0) for {method} raised {exc_text(exc)}"
+        ) from None
+    procs: list[Any] = []
+    try:
+        if provider.kind is None:
+            provider.kind, provider.kind_reason = probe_kind(q)
+        kind = provider.kind
+        if not lines:
+            lines.append(
+                f"queue {name}: behaves like {KIND_LABELS[kind]} ({provider.kind_reason}); "
+                f"children from {provider.context_name}"
+            )
+            missing = [n for n in KIND_API[kind] if not callable(getattr(q, n, None))]
+            if missing:
+                lines.append(
+                    f"queue {name}: lacks {', '.join(m + '()' for m in missing)}, which "
+                    f"{KIND_LABELS[kind]} documents (rows using them fail)"
+                )
+        r, w = ctx.Pipe(duplex=False)
+        proc_name = f"{provider.context_name.split(' ')[0]}({method!r}).Process"
+        hint = ""
+        if provider.context_name == "multiprocessing.get_context" and not provider.stdlib:
+            hint = " (does the queue need its package's context? give --context pkg:get_context)"
+        try:
+            p = ctx.Process(target=_children.preflight_child, args=(q, w), daemon=True)
+            procs.append(p)
+            p.start()
+        except Exception as exc:
+            raise ProviderError(
+                f"{name}: starting a child from {proc_name} with the queue raised "
+                f"{exc_text(exc)}{hint}"
+            ) from None
+        try:
+            q.put("mpfault-ping", timeout=deadline) if kind != "SQ" else q.put("mpfault-ping")
+        except Exception as exc:
+            hint = ""
+            if type(exc).__name__ == "Full":
+                hint = (
+                    " on a queue made with maxsize=0, which means unbounded in CPython (if "
+                    "another maxsize means unbounded for this queue, say so in a "
+                    "QueueProvider: see the guide)"
+                )
+            raise ProviderError(
+                f"{name}: put('mpfault-ping') under {method} raised {exc_text(exc)}{hint}"
+            ) from None
+        if not r.poll(deadline):
+            p.join(0.5)
+            raise ProviderError(
+                f"{name}: the child started from {proc_name} reported nothing within "
+                f"{deadline:g} s of put('mpfault-ping') (exit code {p.exitcode})"
+            )
+        status, text = r.recv()
+        if status != "ok":
+            raise ProviderError(f"{name}: in the child started from {proc_name}, {text}{hint}")
+        getter = Call(q.get, name="mpfault-preflight-get")
+        if not getter.join(deadline):
+            raise ProviderError(
+                f"{name}: get() under {method} returned nothing within {deadline:g} s after "
+                "the child put ('pong', ...)"
+            )
+        try:
+            got = getter.value()
+        except Exception as exc:
+            raise ProviderError(f"{name}: get() under {method} raised {exc_text(exc)}") from None
+        if got != ("pong", "mpfault-ping"):
+            raise ProviderError(
+                f"{name}: under {method} the child put ('pong', 'mpfault-ping') and get() "
+                f"returned {got!r}"
+            )
+        r.close()
+        w.close()
+    finally:
+        reap(procs)
+        _discard_queue(q)
 
 
 def run_contract(
@@ -308,7 +441,7 @@ def run_contract(
     methods: Sequence[str],
     kinds: Sequence[str] = ALL_KINDS,
     rows: Iterable[int] | None = None,
-    factory: CustomFactory | None = None,
+    provider: QueueProvider | None = None,
     target: str = "stdlib",
     tolerance: float | None = None,
     on_result: Callable[[Result], None] | None = None,
@@ -318,24 +451,30 @@ def run_contract(
 
     Args:
         methods: start methods, in order.
-        kinds: stdlib queue kinds (ignored when *factory* is given).
+        kinds: stdlib queue kinds (ignored when *provider* is given).
         rows: row numbers to run (default: all).
-        factory: a third-party queue factory; its cells have kind ``custom``.
-        target: the label of what is tested (``stdlib`` or the ``module:factory``).
+        provider: the provider of the queue under test (run :func:`preflight` first:
+            it probes the kind); ``None``: CPython's queues.
+        target: the label of what is tested (``stdlib`` or the ``--queue`` spec).
         tolerance: seconds a timeout may overshoot (default: the timing default).
         on_result: called with each result as it comes.
         on_method: called as ``(method, cells, None)`` before a start method's cells
             and ``(method, cells, seconds)`` after them.
     """
-    custom = factory is not None
-    runner = ContractRunner(tolerance=tolerance, factory=factory, isolate_warnings=False)
+    custom = provider is not None
+    runner = ContractRunner(tolerance=tolerance, provider=provider, isolate_warnings=False)
+    run_kinds = list(runner.kinds) if custom else list(kinds)
     report = Report(
         methods=list(methods),
-        kinds=[CUSTOM] if custom else list(kinds),
+        kinds=run_kinds,
         target=target,
         tolerance=runner.tolerance,
     )
-    cells = plan(select_rows(rows), methods, kinds, custom)
+    if provider is not None:
+        report.provider = provider.describe()
+    else:
+        report.provider = {"name": "stdlib", "package": "python", "version": report.python}
+    cells = plan(select_rows(rows), methods, run_kinds, custom)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
         try:

@@ -699,7 +699,7 @@ class Harness:
             return []
         out = []
         by_queue: dict[str, list[str]] = {}
-        for item in hist.lost():
+        for item in hist.lost(wait=False):
             by_queue.setdefault(item.queue, []).append(f"{item.value} (by {item.process})")
         for q, items in by_queue.items():
             shown = ", ".join(items[:5]) + (
@@ -889,10 +889,34 @@ class Harness:
     @property
     def history(self) -> History:
         """Every operation on the harness's queues, in every process, so far."""
+        return self._read_history(settle=self._settle)
+
+    def _read_history(self, settle: Any = None) -> History:
+        started = [c for c in self.children if c._process.pid is not None]
         return History.read(
             os.path.join(self.run_dir, "events"),
-            processes={c.pid: c.name for c in self.children if c._process.pid is not None},
+            processes={c.pid: c.name for c in started},
+            plans={fq.name: [str(f) for f in fq.plan] for fq in self.queues},
+            queues=[fq.name for fq in self.queues],
+            settle=settle,
+            fates={
+                c.pid: ("exited" if c.exitcode >= 0 else "killed")
+                for c in started
+                if c.exitcode is not None
+            },
         )
+
+    def _settle(self) -> tuple[History, list[str]]:
+        """Wait (up to the deadline) for the running children; the history then, and
+        the children still running (paused ones are not waited for)."""
+        running = [c for c in self.children if c.is_alive() and not _all_stopped(c.pid)]
+        _wait_all(running, self._limit(None))
+        alive = [
+            f"{c.name} (pid {c.pid}{', paused' if _all_stopped(c.pid) else ''})"
+            for c in self.children
+            if c.is_alive()
+        ]
+        return self._read_history(), alive
 
     def fired(self) -> dict[str, int]:
         """How often each fault fired, by ``"<queue>: <fault spec>"``."""

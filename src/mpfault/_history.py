@@ -291,6 +291,43 @@ class History:
             s += f"; fault {e.fault} fired"
         return s
 
+    def dead_lock_holders(self, side: str) -> list[str]:
+        """The dead processes that may have left a queue's lock taken: for ``"put"``
+        (the write lock a feeder thread takes) the killed processes that put, for
+        ``"get"`` (the read lock) the killed ones that got; each as
+        ``"producer-1 (pid 12, killed, last put on 'q1' at +71.0 ms)"``."""
+        ops = _PUTS if side == "put" else _GETS
+        t0 = self.t0
+        killed = {m.pid for m in self.marks if m.kind in ("kill", "exit")}
+        killed |= {pid for pid, fate in self.fates.items() if fate == "killed"}
+        last: dict[int, Event] = {}
+        for e in self.events:
+            if e.op in ops and e.pid in killed:
+                last[e.pid] = e
+        return [
+            f"{e.process} (pid {e.pid}, killed; its last {e.op} on {e.queue!r} at "
+            f"+{(e.start - t0) * 1000:.1f} ms)"
+            for e in sorted(last.values(), key=lambda e: -e.start)
+        ]
+
+    def lock_note(self, stack: str) -> str:
+        """``blocked on a queue lock last taken by <dead process>`` for a child whose
+        stack waits for a queue's lock that a killed process may hold; else ``""``."""
+        if "wacquire()" in stack or "with self._wlock" in stack:
+            side, lock = "put", "write lock (a feeder thread's wacquire())"
+        elif "with self._rlock" in stack or "self._rlock.acquire" in stack:
+            side, lock = "get", "read lock (get())"
+        else:
+            return ""
+        holders = self.dead_lock_holders(side)
+        if not holders:
+            return ""
+        return (
+            f"blocked on a queue {lock} last taken by {holders[0]}"
+            + (f" (or by {', '.join(holders[1:])})" if len(holders) > 1 else "")
+            + ": a process killed while holding a queue's lock leaves it taken for good"
+        )
+
     # -- checkers -----------------------------------------------------------------------
     def _near(self, e: Event) -> tuple[str, ...]:
         out = []

@@ -250,7 +250,11 @@ def failure_section(
                 in_failure.append(c.name)
                 continue
             stacks.append(header)
-            stacks.append(c.stack())
+            text = c.stack()
+            stacks.append(text)
+            note = hist.lock_note(text)
+            if note:
+                stacks.append(f"  note: {note}")
         if stacks:
             lines.append("stacks of live children:")
             lines.extend(stacks)

@@ -116,6 +116,12 @@ def _seconds(value: Any, where: str, what: str, allow_zero_none: bool) -> float 
 def _seed(value: Any, where: str, config: pytest.Config | None) -> int:
     if isinstance(value, str) and value.strip() == "last":
         cache = getattr(config, "cache", None)
+        if cache is None and config is not None:
+            raise _usage(
+                f"--mpfault-seed=last from {where}: the cache is off (-p no:cacheprovider), "
+                "so no seed of a previous run is known; give the seed itself "
+                "(the header of that run says it: 'mpfault: seed=N')"
+            )
         last = cache.get("mpfault/seed", None) if cache is not None else None
         if last is None:
             raise _usage(f"--mpfault-seed=last from {where}: no previous run recorded a seed")
@@ -132,7 +138,7 @@ def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
         try:
             out.extend(parse_faults(s, source=where))
         except FaultSpecError as e:
-            raise _usage(str(e))
+            raise _usage(str(e)) from None
     return tuple(out)
 
 

@@ -101,7 +101,9 @@ def _wrapped(rec: Recorder, lq: ListQueue, op: str) -> Callable[..., Any]:
     def current() -> Callable[..., Any]:
         raise AssertionError("no fork here")
 
-    return rec.wrap("jobs", OP_CODES[op], getattr(lq, op), op == "put", st, st._generation, current)
+    return rec.wrap(
+        "jobs", OP_CODES[op], getattr(lq, op), op == "put", st, st.fork_generation, current
+    )
 
 
 def _exercise(rec: Recorder) -> list[object]:
@@ -212,7 +214,7 @@ def test_a_closed_recorder_refuses_to_record(
         rec2.close()
         raise KeyError("queue's own error")
 
-    get = rec2.wrap("jobs", OP_CODES["get"], close_then_fail, False, st, st._generation, list)
+    get = rec2.wrap("jobs", OP_CODES["get"], close_then_fail, False, st, st.fork_generation, list)
     with pytest.raises(ValueError) as info:  # the END could not be written ...
         get()
     chain = []
@@ -349,7 +351,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
 rec = events.Recorder(tempfile.mkdtemp(), "p")
 assert rec.accelerated is (sys.argv[1] == "c")
 sink = []
-put = rec.wrap("q", events.OP_CODES["put"], sink.append, True, st, st._generation, list)
+put = rec.wrap("q", events.OP_CODES["put"], sink.append, True, st, st.fork_generation, list)
 item = "z" * 200
 try:
     for i in range(100_000):  # ~300 bytes a put: the log outgrows 3 MiB

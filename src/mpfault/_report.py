@@ -9,8 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._harness import Child, Harness, _proc_state, _signame
+from ._child import Child
+from ._child import signal_name as _signame
+from ._harness import Harness
 from ._history import History
+from ._runtime.procfs import state as _proc_state
 from ._timeline import ProcessInfo, TimelineInput, render_html, render_text, write_html
 
 __all__ = [
@@ -32,13 +35,13 @@ def child_states(harness: Harness) -> dict[int, ProcessInfo]:
     out: dict[int, ProcessInfo] = {}
     for i, c in enumerate(harness.children):
         with contextlib.suppress(Exception):
-            if c._process.pid is not None:
-                c._process.join(0)  # reap it if it has exited
+            if c.process.pid is not None:
+                c.process.join(0)  # reap it if it has exited
         code = c.exitcode
-        alive = code is None and c._process.pid is not None and c.is_alive()
+        alive = code is None and c.process.pid is not None and c.is_alive()
         out[i] = ProcessInfo(
             name=c.name,
-            pid=c._process.pid,
+            pid=c.process.pid,
             role=getattr(c, "target_name", ""),
             exitcode=code,
             signal=_signame(-code) if code is not None and code < 0 else None,
@@ -51,7 +54,7 @@ def describe_child(c: Child, state: ProcessInfo | None = None) -> str:
     """``producer-1 (pid 123): killed by SIGKILL`` and the like."""
     code = c.exitcode if state is None else state.exitcode
     if code is None:
-        started = c._process.pid is not None
+        started = c.process.pid is not None
         if state is not None:
             status = "stopped" if state.stopped else "still running" if started else "not started"
         else:
@@ -60,7 +63,7 @@ def describe_child(c: Child, state: ProcessInfo | None = None) -> str:
         status = f"killed by {_signame(-code)}"
     else:
         status = f"exited with code {code}"
-    return f"{c.name} (pid {c._process.pid}): {status}"
+    return f"{c.name} (pid {c.process.pid}): {status}"
 
 
 def output_sections(
@@ -239,7 +242,7 @@ def failure_section(
     live = [
         c
         for i, c in enumerate(harness.children)
-        if states[i].exitcode is None and c._process.pid is not None
+        if states[i].exitcode is None and c.process.pid is not None
     ]
     if live:
         stacks = []

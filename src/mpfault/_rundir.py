@@ -1,12 +1,7 @@
-"""Run directories: who owns one, and removing those whose owner died.
+"""Where a harness keeps its run files, the check that the place is usable, who owns
+a run directory, and removing those whose owner died.
 
-Every harness makes a run directory (``mpf-*``) and removes it when it closes.  A
-test process killed outright (SIGKILL, ``os._exit`` by pytest-timeout's thread
-method) cannot; the next run removes such stale directories, and only those: each run
-directory holds an ``owner`` file with the pid and the start time (``/proc/<pid>/stat``,
-field 22) of the process that made it, so a directory whose pid now belongs to another
-process (pid reuse) is recognised as stale too, and the directory of a live test
-process (another pytest, an xdist worker) is never touched.
+Light (the plugin's settings read it at start-up): the standard library only.
 """
 
 from __future__ import annotations
@@ -14,7 +9,51 @@ from __future__ import annotations
 import os
 import shutil
 
-__all__ = ["OWNER", "is_stale", "process_start_time", "remove_stale", "write_owner"]
+from ._runtime.errors import MpfaultError
+
+__all__ = [
+    "OWNER",
+    "TMPDIR_ENV",
+    "check_tmpdir",
+    "default_tmpdir",
+    "is_stale",
+    "process_start_time",
+    "remove_stale",
+    "write_owner",
+]
+
+#: the environment variable that says where harnesses keep their run files
+TMPDIR_ENV = "MPFAULT_TMPDIR"
+
+
+def check_tmpdir(path: str, where: str) -> str:
+    """``path``, made absolute, if it is a writable directory; else an ``MpfaultError``
+    naming ``where`` the path came from."""
+    if not os.path.isdir(path):
+        raise MpfaultError(f"run files directory {path!r} from {where} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MpfaultError(f"run files directory {path!r} from {where} is not writable")
+    return os.path.abspath(path)
+
+
+def default_tmpdir() -> str | None:
+    """Where a harness keeps its run files (history logs, gates, children's output)
+    when it is not told: ``$MPFAULT_TMPDIR``, else None (the system's temporary
+    directory, ``tempfile.gettempdir()``: ``TMPDIR``, ``/tmp``...)."""
+    env = os.environ.get(TMPDIR_ENV)
+    if env:
+        return check_tmpdir(env, f"env {TMPDIR_ENV}")
+    return None
+
+
+# -- owners and stale run directories ----------------------------------------
+# Every harness makes a run directory (``mpf-*``) and removes it when it closes.  A
+# test process killed outright (SIGKILL, ``os._exit`` by pytest-timeout's thread
+# method) cannot; the next run removes such stale directories, and only those: each run
+# directory holds an ``owner`` file with the pid and the start time (``/proc/<pid>/stat``,
+# field 22) of the process that made it, so a directory whose pid now belongs to another
+# process (pid reuse) is recognised as stale too, and the directory of a live test
+# process (another pytest, an xdist worker) is never touched.
 
 #: the name of the owner file in a run directory
 OWNER = "owner"

@@ -33,15 +33,11 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-__all__ = ["ChildSpec", "Payload", "format_stacks", "run"]
+from . import control as _control
+from .control import Error, Result
+from .control import send as _send
 
-# Messages on the control channel (child -> parent): (tag, ...).
-MSG_STARTED = "started"
-MSG_RESULT = "result"
-MSG_ERROR = "error"
-MSG_STACK = "stack"
-# parent -> child
-REQ_STACK = b"stack"
+__all__ = ["ChildSpec", "Payload", "format_stacks", "run"]
 
 _libc: Any = None
 #: libc's prctl(), looked up once here: a forked child (or a fork server's) finds it
@@ -264,17 +260,6 @@ def format_stacks() -> str:
     return "\n\n".join(b for _, b in blocks)
 
 
-_send_lock = threading.Lock()
-
-
-def _send(control: Connection, msg: tuple[Any, ...]) -> None:
-    # what control.send(msg) sends (the messages are plain data), pickled with
-    # the C pickler directly, outside the lock
-    data = pickle.dumps(msg)
-    with _send_lock:
-        control.send_bytes(data)
-
-
 def _control_loop(control: Connection) -> None:
     """Serve stack requests; exit the process when the parent goes away."""
     while True:
@@ -286,9 +271,9 @@ def _control_loop(control: Connection) -> None:
                 os.killpg(0, signal.SIGKILL)
             finally:
                 os._exit(71)
-        if req == REQ_STACK:
+        if req == _control.STACK_REQUEST:
             try:
-                _send(control, (MSG_STACK, format_stacks()))
+                _control.send(control, _control.Stack(format_stacks()))
             except (OSError, ValueError):  # pragma: no cover
                 os._exit(71)
 
@@ -370,7 +355,7 @@ def run(spec: ChildSpec) -> None:
         target, args, kwargs = spec.payload.load()
     except BaseException as exc:
         qual, msg, text = _describe(exc)
-        _send(control, (MSG_ERROR, qual, f"could not load the target: {msg}", text, None))
+        _send(control, Error(qual, f"could not load the target: {msg}", text, None))
         sys.stderr.write(text)
         raise SystemExit(1)
     try:
@@ -382,7 +367,7 @@ def run(spec: ChildSpec) -> None:
         except Exception:
             blob = None
         try:
-            _send(control, (MSG_ERROR, qual, msg, text, blob))
+            _send(control, Error(qual, msg, text, blob))
         except Exception:  # pragma: no cover
             pass
         if isinstance(exc, SystemExit):
@@ -394,10 +379,10 @@ def run(spec: ChildSpec) -> None:
         qual, msg, text = _describe(exc)
         _send(
             control,
-            (MSG_ERROR, qual, f"the target's return value cannot be pickled: {msg}", text, None),
+            Error(qual, f"the target's return value cannot be pickled: {msg}", text, None),
         )
         raise SystemExit(1)
-    _send(control, (MSG_RESULT, data))
+    _send(control, Result(data))
 
 
 def arm_helper(parent_pid: int) -> None:

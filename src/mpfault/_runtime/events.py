@@ -585,7 +585,7 @@ class Recorder:
         constant fields encoded once, here, and the records built inline.
 
         The wrapper belongs to this process's recorder: once
-        ``generation_of._generation`` differs from ``generation`` (a forked
+        ``generation_of.fork_generation`` differs from ``generation`` (a forked
         child), it hands every call to ``current()``.
         """
         qb = _utf8(queue)
@@ -634,7 +634,7 @@ class Recorder:
             end_pre, end_post = bare(KIND_END, OUT_OK)
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                if generation_of._generation != generation:
+                if generation_of.fork_generation != generation:
                     return current()(obj, *args, **kwargs)
                 if (
                     type(obj) is int
@@ -673,7 +673,7 @@ class Recorder:
         end_int = int_packers(KIND_END, OUT_OK)
 
         def get(*args: Any, **kwargs: Any) -> Any:
-            if generation_of._generation != generation:
+            if generation_of.fork_generation != generation:
                 return current()(*args, **kwargs)
             seq = next(seqs)
             data = pack_bare(begin_pre, now(), seq, begin_post)

@@ -15,10 +15,7 @@ method.
 
 from __future__ import annotations
 
-import os
 import queue as _queue
-import signal
-import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +26,7 @@ from .events import OP_CODES, OUT_OK, OUT_RAISED, item_key, short_repr
 if TYPE_CHECKING:  # a queue with no faults never loads the fault module
     from .faults import Fault
 
-__all__ = ["FaultQueue"]
+__all__ = ["Call", "FaultQueue"]
 
 _QUEUE_OPS = (
     "put",
@@ -48,7 +45,6 @@ _QUEUE_OPS = (
 #: the operations that take an item (``faults.PUT_OPS``)
 PUT_OPS = frozenset({"put", "put_nowait"})
 _NOTHING: Any = object()
-_PROCESS_ACTIONS = frozenset({"kill", "exit", "pause", "gate"})
 
 
 def _plan_json(plan: tuple[Fault, ...]) -> str:
@@ -176,10 +172,10 @@ class FaultQueue:
     # -- the hot path -------------------------------------------------------------------
     def _state(self) -> _st.ProcessState:
         st = self._st
-        if st is None or self._gen != _st._generation:
+        if st is None or self._gen != _st.fork_generation:
             st = _st.get_state(self._run)
             self._st = st
-            self._gen = _st._generation
+            self._gen = _st.fork_generation
             st.recorder.mark("plan", self._name, _plan_json(self._plan))
         return st
 
@@ -208,7 +204,7 @@ class FaultQueue:
         made: list[Any] = [None, None]  # [generation, wrapper]
 
         def current() -> Callable[..., Any]:
-            gen = holder._generation
+            gen = holder.fork_generation
             fn = made[1]
             if fn is not None and made[0] == gen:
                 return fn  # type: ignore[no-any-return]
@@ -286,6 +282,8 @@ class FaultQueue:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        from .actions import REGISTRY
+
         st = self._state()
         rec = st.recorder
         name = self._name
@@ -297,127 +295,103 @@ class FaultQueue:
             if has_item
             else rec.begin(name, code)
         )
-        fired = -1
+        call = Call(st, name, op, args, kwargs, has_item)
         after: list[tuple[int, Fault]] = []
         flush: Callable[[], None] | None = None
-        result: Any = _NOTHING
-        calls = 1
-        drop_get = False
-
-        def note(index: int, term: Fault, detail: str) -> None:
-            nonlocal fired
-            fired = index
-            rec.mark("fault", name, f"{op}: {detail} [{term}]", index)
-
         try:
             for index, term in firing:
-                action = term.action
-                if action in _PROCESS_ACTIONS and st.is_controller:
+                action = REGISTRY[term.action]
+                if action.whole_process and st.is_controller:
                     continue  # never in the test process itself
-                when = "before"
-                if action == "kill":
-                    when = term.args[0]
-                elif action in ("exit", "gate"):
-                    when = term.args[1]
-                if when == "after":
+                if action.when is not None and term.args[action.when] == "after":
                     after.append((index, term))
                     continue
-                if action == "delay":
-                    seconds, jitter = term.args
-                    if jitter:
-                        seconds += st.rng(name, index).uniform(0.0, jitter)
-                    note(index, term, f"delay {seconds * 1000:.3g} ms")
-                    time.sleep(seconds)
-                elif action == "pause":
-                    note(index, term, f"pause {term.args[0] * 1000:.3g} ms")
-                    rec.mark("pause", name, str(term.args[0]), index)
-                    st.pause_self(term.args[0])
-                    rec.mark("resume", name, "", index)
-                elif action == "gate":
-                    self._gate(st, index, term)
-                elif action in ("kill", "exit"):
-                    self._die(st, index, term, op)
-                elif action == "raise":
-                    exc = term.make_exception()
-                    note(index, term, f"raise {type(exc).__name__}")
-                    raise exc
-                elif action == "full" or action == "empty":
-                    block, timeout = _block_timeout(op, args, kwargs)
-                    note(index, term, f"forced {action}")
-                    if block and timeout is not None and timeout > 0:
-                        time.sleep(timeout)  # "as if" the queue stayed full/empty
-                    raise _queue.Full() if action == "full" else _queue.Empty()
-                elif action == "return":
-                    note(index, term, f"return {term.args[0]!r}")
-                    result = term.args[0]
-                elif action == "drop":
-                    note(index, term, "drop")
-                    if has_item:
-                        calls = 0
-                    else:
-                        drop_get = True
-                elif action == "duplicate":
-                    note(index, term, "duplicate")
-                    calls = 2
-                # "off": nothing
-            dying = any(t.action != "gate" for _, t in after)
-            if result is _NOTHING:
-                if drop_get:
+                action.fire(call, index, term)
+            dying = any(REGISTRY[t.action].ends_process for _, t in after)
+            if call.result is _NOTHING:
+                if call.drop_get:
                     raw(*args, **kwargs)
-                if dying and has_item and calls == 1:
+                if dying and has_item and call.calls == 1:
                     # a put right before the process dies: the item stays where the
                     # feeder thread cannot reach it, so the kill loses it for sure
-                    flush = _put_unflushed(self._q, item, *_block_timeout(op, args, kwargs))
+                    flush = _put_unflushed(self._q, item, *call.block_timeout())
                 if flush is not None:
-                    result = None
+                    call.result = None
                 else:
-                    for _ in range(calls):
-                        result = raw(*args, **kwargs)
-                if calls == 0:
-                    result = None
+                    for _ in range(call.calls):
+                        call.result = raw(*args, **kwargs)
+                if call.calls == 0:
+                    call.result = None
         except BaseException as e:
-            rec.end(seq, name, code, OUT_RAISED, fired, "", type(e).__name__)
+            rec.end(seq, name, code, OUT_RAISED, call.fired, "", type(e).__name__)
             for index, term in after:
-                self._after(st, index, term, op)
+                REGISTRY[term.action].fire(call, index, term)
             raise
+        result = call.result
         try:
             if has_item:
-                rec.end(seq, name, code, OUT_OK, fired)
+                rec.end(seq, name, code, OUT_OK, call.fired)
             else:
-                rec.end(seq, name, code, OUT_OK, fired, short_repr(result), item_key(result))
+                rec.end(seq, name, code, OUT_OK, call.fired, short_repr(result), item_key(result))
             for index, term in after:
-                self._after(st, index, term, op)
+                REGISTRY[term.action].fire(call, index, term)
         finally:
             if flush is not None:  # still alive (a signal caught, ignored or stopping it)
                 flush()
         return result
 
-    def _after(self, st: _st.ProcessState, index: int, term: Fault, op: str) -> None:
-        if term.action == "gate":
-            self._gate(st, index, term)
-        else:
-            self._die(st, index, term, op)
 
-    def _gate(self, st: _st.ProcessState, index: int, term: Fault) -> None:
-        gate = term.args[0]
-        st.recorder.mark("fault", self._name, f"gate {gate} ({term.args[1]}) [{term}]", index)
-        st.recorder.mark("gate-wait", self._name, gate, index)
-        st.wait_gate(gate)
-        st.recorder.mark("gate-pass", self._name, gate, index)
+class Call:
+    """One faulted queue operation in progress: what the fault actions read and steer
+    (an action's ``fire`` gets it; see :mod:`.actions`)."""
 
-    def _die(self, st: _st.ProcessState, index: int, term: Fault, op: str) -> None:
-        rec = st.recorder
-        if term.action == "kill":
-            when, sig = term.args
-            try:
-                signame = signal.Signals(sig).name
-            except ValueError:
-                signame = f"signal {sig}"
-            rec.mark("fault", self._name, f"{op}: kill {signame} ({when}) [{term}]", index)
-            rec.mark("kill", self._name, signame, index)
-            os.kill(os.getpid(), sig)
-        else:
-            code, when = term.args
-            rec.mark("fault", self._name, f"{op}: exit {code} ({when}) [{term}]", index)
-            rec.mark("exit", self._name, str(code), index)
-            os._exit(code)
+    __slots__ = (
+        "args",
+        "calls",
+        "drop_get",
+        "fired",
+        "has_item",
+        "kwargs",
+        "name",
+        "op",
+        "rec",
+        "result",
+        "st",
+    )
+
+    def __init__(
+        self,
+        st: _st.ProcessState,
+        name: str,
+        op: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        has_item: bool,
+    ) -> None:
+        #: the process's runtime state, and its recorder
+        self.st = st
+        self.rec = st.recorder
+        #: the queue's name, the operation, its arguments
+        self.name = name
+        self.op = op
+        self.args = args
+        self.kwargs = kwargs
+        #: whether the operation puts an item (``args[0]``)
+        self.has_item = has_item
+        #: the plan index of the last fault noted (-1: none)
+        self.fired = -1
+        #: what the operation returns instead of calling the queue (_NOTHING: call it)
+        self.result: Any = _NOTHING
+        #: how often the queue is called (0: a dropped put, 2: a duplicated one)
+        self.calls = 1
+        #: call the queue, then discard the item got
+        self.drop_get = False
+
+    def note(self, index: int, term: Fault, detail: str) -> None:
+        """Record that fault term ``term`` (plan index ``index``) fired: ``detail``."""
+        self.fired = index
+        self.rec.mark("fault", self.name, f"{self.op}: {detail} [{term}]", index)
+
+    def block_timeout(self) -> tuple[bool, Any]:
+        """The ``block`` and ``timeout`` arguments of this put or get."""
+        return _block_timeout(self.op, self.args, self.kwargs)

@@ -200,7 +200,7 @@ def _parse_delay(text: str | None) -> tuple[Any, ...]:
     if high < low:
         raise _t.Syntax(
             f"delay range {part!r} ends before it starts"
-            f" (each bound has its own unit; a bare number is seconds)"
+            f" (each bound has its own unit)"
         )
     try:
         jitter = _t.exact().subtract(high, low)

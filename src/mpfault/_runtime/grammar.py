@@ -22,8 +22,8 @@ Examples::
     put:gate(g1,after)            after a put, the process waits until the test opens gate g1
 
 A comment line starts with ``#`` not followed by a digit (``#3:drop`` is a spec:
-the third call of the fault's default operations).  Durations are seconds with an
-optional unit (``ns``, ``us``, ``ms``, ``s``); ``delay(a..b)`` sleeps uniformly
+the third call of the fault's default operations).  Durations need a unit
+(``ns``, ``us``, ``ms``, ``s``: ``10ms``; a bare ``10`` is an error); ``delay(a..b)`` sleeps uniformly
 between ``a`` and ``b``.  Items and ``return`` values are Python literals; a ``who``
 pattern or an exception message that is not a plain word may be written as a Python
 string literal (``put@'my worker':drop``, ``raise(ValueError:'a (b)')``).

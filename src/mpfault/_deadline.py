@@ -74,11 +74,14 @@ class Watchdog:
     """Raises ``make_error()`` in the main thread when a deadline passes.
 
     ``make_error`` runs in the watchdog's thread at the deadline, while the main
-    thread is still blocked (it may talk to child processes; keep it bounded).  The
-    error is raised once; :meth:`disarm` before the deadline and nothing happens.
+    thread is still blocked (it may talk to child processes; keep it bounded); None
+    from it means "not now" (nothing is raised).  The error is raised once;
+    :meth:`disarm` before the deadline and nothing happens.
     """
 
-    def __init__(self, make_error: Callable[[], BaseException], name: str = "mpfault-deadline"):
+    def __init__(
+        self, make_error: Callable[[], BaseException | None], name: str = "mpfault-deadline"
+    ) -> None:
         self._make_error = make_error
         self._name = name
         self._cancel = threading.Event()
@@ -86,6 +89,15 @@ class Watchdog:
         self._error: BaseException | None = None
         self._raised = False
         self._sent = False
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether :meth:`cancel` or :meth:`disarm` was called."""
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Stop watching, from any thread, without waiting (see :meth:`disarm`)."""
+        self._cancel.set()
 
     @property
     def fired(self) -> bool:
@@ -117,7 +129,7 @@ class Watchdog:
             except BaseException as e:  # the error must still end the call
                 err = e
             with _lock:
-                if self._cancel.is_set():
+                if self._cancel.is_set() or err is None:
                     return
                 self._error = err
                 self._sent = True

@@ -122,6 +122,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(seed), "mpfault-xdist")
     if config.pluginmanager.hasplugin("timeout"):
         config.pluginmanager.register(_TimeoutHooks(), "mpfault-timeout")
+    from ._signals import catch_sigterm
+
+    catch_sigterm(config)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import tempfile
+
+    from ._rundir import remove_stale
+    from ._signals import release_sigterm
+
+    release_sigterm(config)
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is not None:
+        # run directories of test processes that died without removing theirs (killed
+        # inner runs of this session, a SIGKILLed earlier run): only those of dead owners
+        remove_stale(settings.tmpdir or tempfile.gettempdir())
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -131,7 +149,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mpfault" not in metafunc.fixturenames:
         return
-    methods = list(_config.for_definition(metafunc.definition).start_methods)
+    try:
+        methods = list(_config.for_definition(metafunc.definition).start_methods)
+    except pytest.UsageError as e:
+        # a collection error of one line (the marker's), not a traceback of pluggy frames
+        raise pytest.Collector.CollectError(str(e)) from None
     metafunc.parametrize("mpfault", methods, indirect=True, ids=methods)
 
 
@@ -157,6 +179,18 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
         problems = harness.close()
     if problems:
         pytest.fail("mpfault teardown: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    finally:
+        # the deadline bounds the test's own blocking calls; the report and teardown
+        # that follow have their own bounds
+        harness = item.stash.get(HARNESS_KEY, None)
+        if harness is not None:
+            harness.stop_watching()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -344,3 +344,45 @@ def test_hang(mpfault):
     assert len(re.findall(r"--- blocked \(pid \d+\) ---", out)) == 1
     assert "stacks of live children: in the error above (blocked)" in out
     assert out.count("q.get()  # STUCK-LINE") == 1
+
+
+def test_a_hang_on_a_queue_lock_names_the_dead_process_that_took_it(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        test_lock="""
+import pytest
+
+
+def big_put(q):
+    q.put(b"x" * (4 << 20))  # the feeder writes it to a pipe no one reads: it keeps the lock
+    q.get()  # and the process stays
+
+
+def put_one(q):
+    q.put(1)  # returns; at exit the feeder must take the write lock, held by the dead one
+
+
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_lock(mpfault):
+    q = mpfault.queue()
+    a = mpfault.spawn(big_put, q, name="writer")
+    for _ in range(200):  # a bounded number of stack requests, no sleeping
+        if "send_bytes" in a.stack():
+            break
+    else:
+        pytest.fail("the writer's feeder never wrote")
+    a.kill()
+    a.join(timeout=30)
+    mpfault.spawn(put_one, q, name="late").join(timeout=2)
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "wacquire()" in out
+    assert re.search(
+        r"note: blocked on a queue write lock \(a feeder thread's wacquire\(\)\) last taken by "
+        r"writer \(pid \d+, killed; its last put on 'q1'",
+        out,
+    ), out[-4000:]

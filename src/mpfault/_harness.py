@@ -26,6 +26,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
@@ -139,7 +140,6 @@ class Harness:
         self._report_lock = threading.Lock()
         self._watchdog: _deadline.Watchdog | None = None
         os.makedirs(os.path.join(self.run_dir, "out"))
-        self._watch_main_thread()
         if method == "forkserver":
             _spawn.preload_forkserver(self.ctx)
 
@@ -180,9 +180,11 @@ class Harness:
         from ._config import for_item
 
         settings, seed, timeout = for_item(item)
-        return cls.from_settings(
+        harness = cls.from_settings(
             settings, start_method, seed=seed, test_id=item.nodeid, timeout=timeout
         )
+        harness.watch_main_thread()
+        return harness
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> Harness:
@@ -267,15 +269,26 @@ class Harness:
         return out
 
     # -- the test process's main thread ---------------------------------------------------
-    def _watch_main_thread(self) -> None:
-        """Bound blocking calls in the main thread (``q.get()`` in the test itself) by the
-        deadline: a little after it, a :class:`Hang` is raised there (``_deadline``)."""
-        if self.deadline is None:
-            return
+    def watch_main_thread(self) -> bool:
+        """Bound every blocking call in the main thread (``q.get()`` in the test itself,
+        ``pool.map()``) by the deadline: a little after it, a :class:`Hang` with what
+        each child last did and their stacks is raised there.  The fixture does this for
+        every test; :meth:`stop_watching` and :meth:`close` end it.  False when it
+        cannot (no deadline, not called from the main thread)."""
+        if self.deadline is None or self._watchdog is not None:
+            return False
         margin = min(0.5, self.deadline * 0.1)  # the harness's own waits raise first
-        w = _deadline.Watchdog(self._main_thread_hang, name="mpfault-deadline")
+        ref = weakref.WeakMethod(self._main_thread_hang)
+
+        def make_error() -> BaseException | None:
+            method = ref()  # a harness nobody holds any more raises nothing
+            return None if method is None else method()
+
+        w = _deadline.Watchdog(make_error, name="mpfault-deadline")
         if w.arm(self._started + self.deadline + margin):
             self._watchdog = w
+            return True
+        return False
 
     def _main_thread_hang(self) -> BaseException | None:
         with self._report_lock:

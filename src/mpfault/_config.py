@@ -32,6 +32,7 @@ __all__ = [
     "SETTINGS_KEY",
     "SHOWN_KEY",
     "TIMEOUT_KEY",
+    "TIMEOUT_START_KEY",
     "Settings",
     "configure",
     "for_definition",
@@ -51,6 +52,8 @@ HARNESS_KEY: pytest.StashKey[Harness] = pytest.StashKey()
 SHOWN_KEY = pytest.StashKey[dict[str, tuple[int, int]]]()
 #: pytest-timeout's (timeout, method) of a test
 TIMEOUT_KEY = pytest.StashKey[tuple[float, str]]()
+#: when pytest-timeout's timer of a test started (``time.monotonic()``)
+TIMEOUT_START_KEY = pytest.StashKey[float]()
 #: the settings of each test function (by definition node id), resolved once
 _TESTS_KEY: pytest.StashKey[dict[str, tuple[Any, Settings]]] = pytest.StashKey()
 

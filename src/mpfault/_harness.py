@@ -177,12 +177,17 @@ class Harness:
     def from_item(cls, item: pytest.Item, start_method: str | None = None) -> Harness:
         """The harness of a pytest test: its settings (resolved once per test), its seed
         (the run's seed, or the marker's, derived with the node id), its deadline."""
-        from ._config import for_item
+        from ._config import TIMEOUT_START_KEY, for_item
 
         settings, seed, timeout = for_item(item)
         harness = cls.from_settings(
             settings, start_method, seed=seed, test_id=item.nodeid, timeout=timeout
         )
+        started = item.stash.get(TIMEOUT_START_KEY, None)
+        if timeout is not None and started is not None:
+            # under pytest-timeout the deadline counts from when its timer started (the
+            # test's setup), so that it ends before the timeout whatever setup took
+            harness._started = min(harness._started, started)
         harness.watch_main_thread()
         return harness
 
@@ -513,15 +518,22 @@ class Harness:
     def _settle(self) -> tuple[History, list[str]]:
         """Wait (up to the deadline) for the running children; the history then, and
         the children still running (paused ones are not waited for)."""
+
+        def paused(c: Child) -> bool:
+            # stopped by SIGSTOP (a pause): no wait ends that; an exiting process (a
+            # zombie, or gone from /proc) is waited for
+            states = procfs.thread_states(c.pid)
+            return bool(states) and all(st in ("T", "t") for st in states)
+
         end = time.monotonic() + self._limit(None)
         while True:
-            running = [c for c in self.children if c.is_alive() and not procfs.all_stopped(c.pid)]
+            running = [c for c in self.children if c.is_alive() and not paused(c)]
             left = end - time.monotonic()
             if not running or left <= 0:
                 break
             multiprocessing.connection.wait([c.process.sentinel for c in running], left)
         alive = [
-            f"{c.name} (pid {c.pid}{', paused' if procfs.all_stopped(c.pid) else ''})"
+            f"{c.name} (pid {c.pid}{', paused' if paused(c) else ''})"
             for c in self.children
             if c.is_alive()
         ]

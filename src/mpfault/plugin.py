@@ -9,6 +9,7 @@ plugin only when ``--mpfault-contract`` or ``--mpfault-queue`` is given.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,7 @@ class _TimeoutHooks:
         method = str(getattr(settings, "method", ""))
         if timeout > 0:
             item.stash[TIMEOUT_KEY] = (timeout, method)
+            item.stash[_config.TIMEOUT_START_KEY] = time.monotonic()
             if method == "thread":
                 from ._pytest_report import stack_timer
 

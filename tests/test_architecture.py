@@ -123,8 +123,18 @@ def _exception_classes() -> dict[str, type[BaseException]]:
 def test_every_exception_class_of_the_package_derives_from_mpfault_error() -> None:
     classes = _exception_classes()
     assert len(classes) >= 13, sorted(classes)  # the walk found them
-    bad = [name for name, cls in classes.items() if not issubclass(cls, mpfault.MpfaultError)]
+    # SIGTERM's interrupt is a KeyboardInterrupt on purpose: `except Exception` (and so
+    # MpfaultError) must not catch it, exactly like SIGINT's
+    interrupts = {"mpfault._signals.SigtermInterrupt"}
+    bad = [
+        name
+        for name, cls in classes.items()
+        if not issubclass(cls, mpfault.MpfaultError) and name not in interrupts
+    ]
     assert not bad
+    for name in interrupts:
+        assert issubclass(classes[name], KeyboardInterrupt)
+        assert not issubclass(classes[name], Exception)
 
 
 def test_errors_are_also_the_builtin_users_catch() -> None:

@@ -100,15 +100,15 @@ CANONICAL = [
     ("get:exit(after,1)", "get:exit(after)"),
     ("get:exit(1,before)", "get:exit"),
     ("get:exit(0)", "get:exit(0)"),
-    ("  put : 2 * delay( 0.010 )  ", "put:2*delay(10ms)"),
-    ("put:delay(1.5)", "put:delay(1.5s)"),
-    ("put:delay(0.0002)", "put:delay(200us)"),
+    ("  put : 2 * delay( 0.010s )  ", "put:2*delay(10ms)"),
+    ("put:delay(1.5s)", "put:delay(1.5s)"),
+    ("put:delay(0.0002s)", "put:delay(200us)"),
     ("put:delay(1ms..1ms)", "put:delay(1ms)"),
     ("put:delay(1000000ns)", "put:delay(1ms)"),
     ("put:delay(1e3ms)", "put:delay(1s)"),
     ("put:delay(1μs)", "put:delay(1us)"),
-    ("put:delay(0)", "put:delay(0s)"),
-    ("put:delay(.5..1.5)", "put:delay(500ms..1.5s)"),
+    ("put:delay(0ms)", "put:delay(0s)"),
+    ("put:delay(.5s..1.5s)", "put:delay(500ms..1.5s)"),
     ("put:50.0%drop", "put:50%drop"),
     ("put:100%drop", "put:100%drop"),
     ("put:33.3%3*drop", "put:33.3%3*drop"),
@@ -238,9 +238,9 @@ def test_float_probabilities_round_trip_exactly(p: float) -> None:
 
 
 def test_delay_range_text_keeps_the_jitter_exact() -> None:
-    (f,) = parse("delay(0.1..0.3)")
+    (f,) = parse("delay(0.1s..0.3s)")
     assert f.args == (0.1, 0.2)  # not 0.3 - 0.1 == 0.19999999999999998
-    (f,) = parse("delay(1.7e308..3.4e308)")  # the upper bound is no float
+    (f,) = parse("delay(1.7e308s..3.4e308s)")  # the upper bound is no float
     assert f.args == (1.7e308, 1.7e308)
     roundtrip(f)
 
@@ -460,19 +460,39 @@ ERRORS = [
     ),
     ("put:drop junk", "unexpected 'junk' after drop (expected '->' or the end of the spec)"),
     ("put:delay(1ms", "unclosed '(' after delay"),
-    ("put:delay", "delay needs a duration like 10ms, 1.5s, 200us or 2, as in delay(10ms)"),
-    ("put:delay(-1ms)", "delay: expected a duration like 10ms, 1.5s, 200us or 2, got '-1ms'"),
-    ("put:delay(10xs)", "delay: expected a duration like 10ms, 1.5s, 200us or 2, got '10xs'"),
+    (
+        "put:delay",
+        "delay needs a duration with a unit, like 10ms, 1.5s or 200us, as in delay(10ms)",
+    ),
+    (
+        "put:delay(-1ms)",
+        "delay: expected a duration with a unit, like 10ms, 1.5s or 200us, got '-1ms'",
+    ),
+    (
+        "put:delay(10xs)",
+        "delay: expected a duration with a unit, like 10ms, 1.5s or 200us, got '10xs'",
+    ),
     ("put:delay(10ms,5ms)", "delay takes a duration or a range like 1ms..20ms, got '10ms,5ms'"),
     (
-        "put:delay(1..20ms)",
-        "delay range '1..20ms' ends before it starts (each bound has its own unit; a bare number"
-        " is seconds)",
+        "put:delay(1s..20ms)",
+        "delay range '1s..20ms' ends before it starts (each bound has its own unit)",
     ),
-    ("put:delay(1e400)", "delay: '1e400' is too large"),
-    ("put:delay(1e99999999999999999999)", "number '1e99999999999999999999' is out of range"),
+    (
+        "put:delay(10)",
+        "delay: the duration 10 needs a unit: write 10ms or 10s (units: ns, us, ms, s)",
+    ),
+    ("get:pause(2)", "pause: the duration 2 needs a unit: write 2ms or 2s (units: ns, us, ms, s)"),
+    (
+        "put:delay(1..20ms)",
+        "delay: the duration 1 needs a unit: write 1ms or 1s (units: ns, us, ms, s)",
+    ),
+    ("put:delay(1e400s)", "delay: '1e400s' is too large"),
+    ("put:delay(1e99999999999999999999s)", "number '1e99999999999999999999' is out of range"),
     ("put:pause(1ms..2ms)", "pause takes one duration, got '1ms..2ms'"),
-    ("put:pause()", "pause needs a duration like 10ms, 1.5s, 200us or 2, as in pause(10ms)"),
+    (
+        "put:pause()",
+        "pause needs a duration with a unit, like 10ms, 1.5s or 200us, as in pause(10ms)",
+    ),
     (
         "put:kill(SIGFOO)",
         "unknown signal 'SIGFOO' (expected a name like SIGTERM or KILL, or a number)",

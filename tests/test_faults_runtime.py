@@ -92,6 +92,8 @@ def test_dropped_sentinel_leaves_the_consumer_hanging_in_get(mpfault: Harness) -
     assert prod.result(timeout=60) == 3
     hang = hang_showing(cons, "x = q.get()")
     assert isinstance(hang, Hang)
+    cons.kill()  # the checkers judge a settled history
+    cons.join(timeout=60)
     assert [i.value for i in mpfault.history.lost()] == ["None"]
     assert mpfault.fired()["q1: put==None:drop"] == 1
 

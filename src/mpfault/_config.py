@@ -31,6 +31,7 @@ __all__ = [
     "SETTINGS_KEY",
     "SHOWN_KEY",
     "TIMEOUT_KEY",
+    "TIMEOUT_START_KEY",
     "Settings",
     "configure",
     "for_definition",
@@ -50,6 +51,8 @@ HARNESS_KEY: pytest.StashKey[Harness] = pytest.StashKey()
 SHOWN_KEY = pytest.StashKey[dict[str, tuple[int, int]]]()
 #: pytest-timeout's (timeout, method) of a test
 TIMEOUT_KEY = pytest.StashKey[tuple[float, str]]()
+#: when pytest-timeout's timer of a test started (``time.monotonic()``)
+TIMEOUT_START_KEY = pytest.StashKey[float]()
 #: the settings of each test function (by definition node id), resolved once
 _TESTS_KEY: pytest.StashKey[dict[str, tuple[Any, Settings]]] = pytest.StashKey()
 
@@ -149,6 +152,12 @@ def _seconds(value: Any, where: str, what: str, allow_zero_none: bool) -> float 
 def _seed(value: Any, where: str, config: pytest.Config | None) -> int:
     if isinstance(value, str) and value.strip() == "last":
         cache = getattr(config, "cache", None)
+        if cache is None and config is not None:
+            raise _usage(
+                f"--mpfault-seed=last from {where}: the cache is off (-p no:cacheprovider), "
+                "so no seed of a previous run is known; give the seed itself "
+                "(the header of that run says it: 'mpfault: seed=N')"
+            )
         last = cache.get("mpfault/seed", None) if cache is not None else None
         if last is None:
             raise _usage(f"--mpfault-seed=last from {where}: no previous run recorded a seed")
@@ -190,7 +199,7 @@ def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
         try:
             out.extend(parse_faults(s, source=where))
         except FaultSpecError as e:
-            raise _usage(str(e))
+            raise _usage(str(e)) from None
     return tuple(out)
 
 

@@ -19,24 +19,27 @@ import contextlib
 import fnmatch
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import random
 import shutil
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from multiprocessing.context import BaseContext
 from typing import TYPE_CHECKING, Any
 
-from . import _spawn
-from ._child import Child, close_channels, stop_children
+from . import _deadline, _rundir, _spawn
+from ._child import Child, close_channels, signal_name, stop_children
 from ._coordinator import Arrival, Coordinator, Gate, PassiveHub
 from ._history import History
 from ._rundir import TMPDIR_ENV, check_tmpdir, default_tmpdir
-from ._runtime import bootstrap, builders, grammar
+from ._runtime import bootstrap, builders, grammar, procfs
 from ._runtime import state as _state
 from ._runtime.actions import REGISTRY
-from ._runtime.errors import Hang, MpfaultError
+from ._runtime.errors import FaultSpecError, Hang, MpfaultError
 from ._runtime.fqueue import FaultQueue
 from ._runtime.model import Fault
 
@@ -115,11 +118,14 @@ class Harness:
         self.deadline = deadline
         self.test_id = test_id
         self.grace = grace
-        self.faults: tuple[Fault, ...] = tuple(_as_faults(faults, "Harness(faults=...)"))
+        __tracebackhide__ = True
+        self.faults: tuple[Fault, ...] = _Faults(_as_faults(faults, "Harness(faults=...)"))
         for f in self.faults:  # before anything is made that close() would remove
             self._validate(f, "Harness(faults=...)")
         base = default_tmpdir() if tmpdir is None else check_tmpdir(tmpdir, "Harness(tmpdir=...)")
+        _sweep_stale(base)
         self.run_dir = tempfile.mkdtemp(prefix="mpf-", dir=base)
+        _rundir.write_owner(self.run_dir)
         self.run = _state.RunInfo(self.run_dir, self.seed, os.getpid(), test_id)
         self.children: list[Child] = []
         self.queues: list[FaultQueue] = []
@@ -133,6 +139,8 @@ class Harness:
         self._owned: set[int] = set()  # id() of the queues this harness made
         self._started = time.monotonic()
         self._closed = False
+        self._report_lock = threading.Lock()
+        self._watchdog: _deadline.Watchdog | None = None
         os.makedirs(os.path.join(self.run_dir, "out"))
         if method == "forkserver":
             _spawn.preload_forkserver(self.ctx)
@@ -155,7 +163,7 @@ class Harness:
         """
         deadline = settings.deadline
         if timeout is not None:
-            cap = max(timeout - 1.0, timeout * 0.8)
+            cap = round(max(timeout - 1.0, timeout * 0.8), 3)
             deadline = cap if deadline is None else min(deadline, cap)
         return cls(
             start_method or settings.start_methods[0],
@@ -171,12 +179,21 @@ class Harness:
     def from_item(cls, item: pytest.Item, start_method: str | None = None) -> Harness:
         """The harness of a pytest test: its settings (resolved once per test), its seed
         (the run's seed, or the marker's, derived with the node id), its deadline."""
-        from ._config import for_item
+        from ._config import TIMEOUT_START_KEY, for_item
+        from ._signals import catch_sigterm
 
+        catch_sigterm(item.config)  # SIGTERM cleans up like SIGINT (once per session)
         settings, seed, timeout = for_item(item)
-        return cls.from_settings(
+        harness = cls.from_settings(
             settings, start_method, seed=seed, test_id=item.nodeid, timeout=timeout
         )
+        started = item.stash.get(TIMEOUT_START_KEY, None)
+        if timeout is not None and started is not None:
+            # under pytest-timeout the deadline counts from when its timer started (the
+            # test's setup), so that it ends before the timeout whatever setup took
+            harness._started = min(harness._started, started)
+        harness.watch_main_thread()
+        return harness
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> Harness:
@@ -204,32 +221,121 @@ class Harness:
         left = max(0.0, self.deadline - (time.monotonic() - self._started))
         return left if timeout is None else max(0.0, min(timeout, left))
 
-    def _hang(self, call: str, waited: float) -> Hang:
-        stacks = self.stacks()
+    def _hang(self, call: str, waited: float, *, stack_timeout: float = 5.0) -> Hang:
         deadline_hit = self.deadline is not None and (
             time.monotonic() - self._started >= self.deadline - 1e-3
         )
+        if deadline_hit and self._watchdog is not None:
+            self._watchdog.cancel()  # this Hang is the deadline's: no second one
+        with self._report_lock:
+            return self._make_hang(call, waited, deadline_hit, stack_timeout)
+
+    def _make_hang(
+        self, call: str, waited: float, deadline_hit: bool, stack_timeout: float
+    ) -> Hang:
+        live = [c for c in self.children if c.is_alive()]
+        per_child = stack_timeout / max(1, len(live)) if stack_timeout < 5.0 else stack_timeout
+        stacks = {f"{c.name} (pid {c.pid})": c.stack(timeout=max(0.5, per_child)) for c in live}
         why = (
             f"the test's deadline of {self.deadline}s ran out"
             if deadline_hit
             else f"it timed out after {waited:.3g}s"
         )
-        body = "\n\n".join(f"--- {name} ---\n{text}" for name, text in stacks.items())
+        try:
+            hist: History | None = self._read_history()
+        except Exception:  # a report must not fail on a damaged log
+            hist = None
+        parts = []
+        for name, text in stacks.items():
+            note = hist.lock_note(text) if hist is not None else ""
+            parts.append(f"--- {name} ---\n{text}" + (f"\n  note: {note}" if note else ""))
+        body = "\n\n".join(parts)
         msg = f"{call}: {why}."
-        undrained = self._undrained()
+        undrained = self._undrained(hist)
         if undrained:
             msg += "\n\nQueues with items put and never got:\n" + "\n".join(undrained)
+        last = self._last_operations(hist)
+        if last:
+            msg += "\n\nWhat each child last did:\n" + "\n".join(last)
         msg += f"\n\nStacks of the test's live children:\n{body or '(none)'}"
         return Hang(msg, call=call, stacks=stacks)
 
-    def _undrained(self) -> list[str]:
-        try:
-            hist = self.history
-        except Exception:  # a report must not fail on a damaged log
-            return []
+    def _last_operations(self, hist: History | None) -> list[str]:
+        out = []
+        for c in self.children:
+            if c.process.pid is None:
+                continue
+            code = c.exitcode
+            state = (
+                "running"
+                if code is None
+                else f"killed by {signal_name(-code)}"
+                if code < 0
+                else f"exited with code {code}"
+            )
+            what = hist.last_operation(c.pid) if hist is not None else None
+            out.append(f"  {c.name} (pid {c.pid}, {state}): {what or 'no queue operation'}")
+        return out
+
+    # -- the test process's main thread ---------------------------------------------------
+    def watch_main_thread(self) -> bool:
+        """Bound every blocking call in the main thread (``q.get()`` in the test itself,
+        ``pool.map()``) by the deadline: a little after it, a :class:`Hang` with what
+        each child last did and their stacks is raised there.  The fixture does this for
+        every test; :meth:`stop_watching` and :meth:`close` end it.  False when it
+        cannot (no deadline, not called from the main thread)."""
+        if self.deadline is None or self._watchdog is not None:
+            return False
+        margin = min(0.5, self.deadline * 0.1)  # the harness's own waits raise first
+        ref = weakref.WeakMethod(self._main_thread_hang)
+
+        def make_error() -> BaseException | None:
+            method = ref()  # a harness nobody holds any more raises nothing
+            return None if method is None else method()
+
+        w = _deadline.Watchdog(make_error, name="mpfault-deadline")
+        if w.arm(self._started + self.deadline + margin):
+            self._watchdog = w
+            return True
+        return False
+
+    def _main_thread_hang(self) -> BaseException | None:
+        with self._report_lock:
+            if self._closed or (self._watchdog is not None and self._watchdog.cancelled):
+                return None
+            return self._make_hang(
+                "a blocking call in the test's main thread",
+                self.deadline or 0.0,
+                True,
+                stack_timeout=3.0,
+            )
+
+    def stop_watching(self) -> None:
+        """Stop bounding the main thread's blocking calls by the deadline (the fixture
+        does when the test's call is over; :meth:`close` does)."""
+        if self._watchdog is not None:
+            self._watchdog.disarm()
+            self._watchdog = None
+
+    def __getattr__(self, name: str) -> Any:
+        # the fixture is named like the package: offer the package's public names
+        # (``mpfault.ChildError``, ``mpfault.faults.drop``) on the harness too
+        if not name.startswith("_"):
+            import mpfault
+
+            if name in mpfault.__all__:
+                return getattr(mpfault, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _undrained(self, hist: History | None = None) -> list[str]:
+        if hist is None:
+            try:
+                hist = self._read_history()
+            except Exception:  # a report must not fail on a damaged log
+                return []
         out = []
         by_queue: dict[str, list[str]] = {}
-        for item in hist.lost():
+        for item in hist.lost(wait=False):
             by_queue.setdefault(item.queue, []).append(f"{item.value} (by {item.process})")
         for q, items in by_queue.items():
             shown = ", ".join(items[:5]) + (
@@ -300,6 +406,7 @@ class Harness:
         recorded in :attr:`history`; ``faults`` (plus the harness's own faults)
         are injected into it.
         """
+        __tracebackhide__ = True
         self._check_open()
         if kind == "Queue":
             q: Any = self.ctx.Queue(maxsize)
@@ -327,6 +434,7 @@ class Harness:
         _owned: bool = False,
     ) -> FaultQueue:
         """Wrap any object with the queue API so its operations are recorded and faulted."""
+        __tracebackhide__ = True
         self._check_open()
         if name is None:
             name = f"q{next(self._qcounter)}"
@@ -458,10 +566,46 @@ class Harness:
     @property
     def history(self) -> History:
         """Every operation on the harness's queues, in every process, so far."""
+        return self._read_history(settle=self._settle)
+
+    def _read_history(self, settle: Any = None) -> History:
+        started = [c for c in self.children if c.process.pid is not None]
         return History.read(
             os.path.join(self.run_dir, "events"),
-            processes={c.pid: c.name for c in self.children if c.process.pid is not None},
+            processes={c.pid: c.name for c in started},
+            plans={fq.name: [str(f) for f in fq.plan] for fq in self.queues},
+            queues=[fq.name for fq in self.queues],
+            settle=settle,
+            fates={
+                c.pid: ("exited" if c.exitcode >= 0 else "killed")
+                for c in started
+                if c.exitcode is not None
+            },
         )
+
+    def _settle(self) -> tuple[History, list[str]]:
+        """Wait (up to the deadline) for the running children; the history then, and
+        the children still running (paused ones are not waited for)."""
+
+        def paused(c: Child) -> bool:
+            # stopped by SIGSTOP (a pause): no wait ends that; an exiting process (a
+            # zombie, or gone from /proc) is waited for
+            states = procfs.thread_states(c.pid)
+            return bool(states) and all(st in ("T", "t") for st in states)
+
+        end = time.monotonic() + self._limit(None)
+        while True:
+            running = [c for c in self.children if c.is_alive() and not paused(c)]
+            left = end - time.monotonic()
+            if not running or left <= 0:
+                break
+            multiprocessing.connection.wait([c.process.sentinel for c in running], left)
+        alive = [
+            f"{c.name} (pid {c.pid}{', paused' if paused(c) else ''})"
+            for c in self.children
+            if c.is_alive()
+        ]
+        return self._read_history(), alive
 
     def fired(self) -> dict[str, int]:
         """How often each fault fired, by ``"<queue>: <fault spec>"``."""
@@ -486,6 +630,7 @@ class Harness:
         if self._closed:
             return []
         self._closed = True
+        self.stop_watching()
         problems: list[str] = []
         try:
             if "_serve_state" in self.__dict__:  # programs and served queues first
@@ -522,6 +667,15 @@ class Harness:
 
 
 def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
+    __tracebackhide__ = True
+    try:
+        return _to_faults(items, where)
+    except FaultSpecError as e:
+        # one line at the user's call: not the parser's frames
+        raise e.with_traceback(None) from None
+
+
+def _to_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
     out: list[Fault] = []
     if isinstance(items, (str, Fault, Gate)):
         items = [items]
@@ -540,3 +694,38 @@ def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
 
 
 Harness.__module__ = "mpfault"
+
+
+class _Faults(tuple):  # type: ignore[type-arg]
+    """A harness's ambient faults (a tuple of :class:`Fault`) that also offers the names
+    of :mod:`mpfault.faults`: inside a test, ``mpfault.faults.drop(...)`` works on the
+    fixture as on the package."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from . import faults as module
+
+        try:
+            return getattr(module, name)
+        except AttributeError:
+            raise AttributeError(
+                f"'tuple' object (the harness's faults) and module "
+                f"'mpfault.faults' have no attribute {name!r}"
+            ) from None
+
+
+_swept: set[str] = set()
+
+
+def _sweep_stale(base: str | None) -> None:
+    """Once per process and directory: remove the run directories of dead test processes
+    (a pytest killed by SIGKILL could not remove its own)."""
+    where = base or tempfile.gettempdir()
+    if where in _swept:
+        return
+    _swept.add(where)
+    with contextlib.suppress(OSError):
+        _rundir.remove_stale(where)

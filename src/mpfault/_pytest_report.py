@@ -7,7 +7,6 @@ Loaded by :mod:`.plugin` with the first report of such a test.
 
 from __future__ import annotations
 
-import shlex
 import sys
 import threading
 
@@ -22,12 +21,32 @@ __all__ = ["add_failure_sections", "add_output_sections", "stack_timer"]
 
 def stack_timer(item: pytest.Item, timeout: float) -> threading.Timer:
     """A started timer that prints the stack of every child of ``item`` just before
-    pytest-timeout's ``thread`` method ends the process (``timeout`` seconds)."""
-    t = threading.Timer(max(0.0, timeout - min(1.0, timeout * 0.2)), _dump_children, args=(item,))
+    pytest-timeout's ``thread`` method ends the process (``timeout`` seconds), and then,
+    right before, closes the harness (``os._exit`` runs no teardown: no child, no run
+    directory would be cleaned up)."""
+    dump_at = max(0.0, timeout - min(1.0, timeout * 0.2))
+    close_at = max(dump_at, timeout - min(0.2, timeout * 0.05))
+
+    def fire() -> None:
+        _dump_children(item)
+        # cancel() (the test ended in time) sets ``finished``; else pytest-timeout is
+        # about to end the process
+        if not t.finished.wait(max(0.0, close_at - dump_at)):
+            _close_harness(item)
+
+    t = threading.Timer(dump_at, fire)
     t.daemon = True
     t.name = "mpfault-timeout-stacks"
     t.start()
     return t
+
+
+def _close_harness(item: pytest.Item) -> None:
+    from ._config import HARNESS_KEY
+
+    harness = item.stash.get(HARNESS_KEY, None)
+    if harness is not None and not harness.closed:
+        harness.close()
 
 
 def _dump_children(item: pytest.Item) -> None:
@@ -77,19 +96,25 @@ def _attach_html(report: pytest.TestReport, page: str) -> None:
     report.extras = [*current, extras.html(frame)]  # type: ignore[attr-defined]
 
 
-def _replay_line(item: pytest.Item, settings: Settings, seed: int) -> str:
-    parts = ["pytest", shlex.quote(item.nodeid), f"--mpfault-seed={seed}"]
-    if settings.faults_source in ("--mpfault", "env MPFAULT"):
-        parts += [shlex.quote(f"--mpfault={f}") for f in settings.faults]
-    return " ".join(parts)
+def _replay_line(item: pytest.Item, settings: Settings, seed: int, harness: Harness) -> str:
+    """``python -m pytest NODEID --mpfault-seed=N`` with every option that shaped the run."""
+    from ._report import replay_command
+
+    return replay_command(
+        item.nodeid,
+        seed,
+        start_method=harness.start_method,
+        settings=settings,
+        args=item.config.invocation_params.args,
+    )
 
 
 def add_failure_sections(item: pytest.Item, report: pytest.TestReport, harness: Harness) -> None:
     """Add the mpfault sections of a failed setup or call to ``report``."""
     seed = item.config.stash[SEED_KEY]
-    replay = _replay_line(item, item.config.stash[SETTINGS_KEY], seed)
+    replay = _replay_line(item, item.config.stash[SETTINGS_KEY], seed, harness)
     history = harness.history  # read once for every part of the report
-    text = failure_section(harness, seed, replay, history)
+    text = failure_section(harness, seed, replay, history, shown=report.longreprtext)
     report.sections.append(("mpfault", text))
     summary = report.longreprtext.strip().splitlines()[-1:] if report.longrepr else []
     failure = summary[0][:300] if summary else None

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 from ._child import Child
 from ._child import signal_name as _signame
 from ._harness import Harness
@@ -10,9 +17,11 @@ from ._runtime.procfs import state as _proc_state
 from ._timeline import ProcessInfo, TimelineInput, render_html, render_text, write_html
 
 __all__ = [
+    "child_states",
     "describe_child",
     "failure_section",
     "output_sections",
+    "replay_command",
     "timeline_html",
     "timeline_input",
     "timeline_text",
@@ -20,11 +29,36 @@ __all__ = [
 ]
 
 
-def describe_child(c: Child) -> str:
+def child_states(harness: Harness) -> dict[int, ProcessInfo]:
+    """One state per child, taken once (every part of a report shows the same one):
+    child index -> what is known of it (exit code, signal, stopped)."""
+    out: dict[int, ProcessInfo] = {}
+    for i, c in enumerate(harness.children):
+        with contextlib.suppress(Exception):
+            if c.process.pid is not None:
+                c.process.join(0)  # reap it if it has exited
+        code = c.exitcode
+        alive = code is None and c.process.pid is not None and c.is_alive()
+        out[i] = ProcessInfo(
+            name=c.name,
+            pid=c.process.pid,
+            role=getattr(c, "target_name", ""),
+            exitcode=code,
+            signal=_signame(-code) if code is not None and code < 0 else None,
+            stopped=alive and _proc_state(c.pid) in ("T", "t"),
+        )
+    return out
+
+
+def describe_child(c: Child, state: ProcessInfo | None = None) -> str:
     """``producer-1 (pid 123): killed by SIGKILL`` and the like."""
-    code = c.exitcode
+    code = c.exitcode if state is None else state.exitcode
     if code is None:
-        status = "still running" if c.is_alive() else "not started"
+        started = c.process.pid is not None
+        if state is not None:
+            status = "stopped" if state.stopped else "still running" if started else "not started"
+        else:
+            status = "still running" if c.is_alive() else "not started"
     elif code < 0:
         status = f"killed by {_signame(-code)}"
     else:
@@ -55,22 +89,12 @@ def timeline_input(
     hang: str | None = None,
     failure: str | None = None,
     history: History | None = None,
+    states: dict[int, ProcessInfo] | None = None,
 ) -> TimelineInput:
     """The history of ``harness`` and what is known of its children, for the timelines."""
     hist = harness.history if history is None else history
     procs = [ProcessInfo(name="MainProcess", pid=harness.run.controller_pid, role="the test")]
-    for c in harness.children:
-        code = c.exitcode
-        procs.append(
-            ProcessInfo(
-                name=c.name,
-                pid=c.process.pid,
-                role=getattr(c, "target_name", ""),
-                exitcode=code,
-                signal=_signame(-code) if code is not None and code < 0 else None,
-                stopped=c.is_alive() and _proc_state(c.pid) in ("T", "t"),
-            )
-        )
+    procs.extend((child_states(harness) if states is None else states).values())
     return TimelineInput(
         events=hist.events,
         marks=hist.marks,
@@ -84,9 +108,14 @@ def timeline_input(
     )
 
 
-def timeline_text(harness: Harness, last: int = 12, history: History | None = None) -> str:
+def timeline_text(
+    harness: Harness,
+    last: int = 12,
+    history: History | None = None,
+    states: dict[int, ProcessInfo] | None = None,
+) -> str:
     """The compact text timeline of the harness's history."""
-    return render_text(timeline_input(harness, history=history), last=last)
+    return render_text(timeline_input(harness, history=history, states=states), last=last)
 
 
 def timeline_html(
@@ -104,10 +133,97 @@ def write_timeline(
     return write_html(inp, directory, harness.test_id)
 
 
-def failure_section(
-    harness: Harness, seed: int, replay: str, history: History | None = None
+def replay_command(
+    nodeid: str,
+    seed: int,
+    *,
+    start_method: str | None = None,
+    settings: Any = None,
+    args: Sequence[str] = (),
 ) -> str:
-    """The ``mpfault`` section of a failing test's report."""
+    """The command that replays one test: ``python -m pytest NODEID --mpfault-seed=N``
+    and every option that shaped the run.
+
+    ``args`` are the run's command-line arguments (``config.invocation_params.args``):
+    the options kept are those that change how a test runs (plugins, import mode,
+    config file, ini overrides, pytest-timeout's, mpfault's own), not those that select
+    tests or shape the output.  ``settings`` (the test's resolved settings) add what came
+    from the environment (``MPFAULT*``), which the replay gives as options.
+    """
+    keep_value = {
+        "-p",
+        "-c",
+        "--config-file",
+        "--rootdir",
+        "--import-mode",
+        "-o",
+        "--override-ini",
+        "--timeout",
+        "--timeout-method",
+        "--timeout_method",
+        "--confcutdir",
+        "--basetemp",
+        "-W",
+        "--pythonwarnings",
+        "--mpfault",
+        "--mpfault-deadline",
+        "--mpfault-tmpdir",
+        "--mpfault-start-methods",
+        "--mpfault-seed",
+    }
+    keep_flag = {"--runxfail", "--noconftest", "-s", "--capture=no"}
+    drop = {"--mpfault-start-methods", "--mpfault-seed"}  # replaced below
+    kept: list[str] = []
+    seen: set[str] = set()
+    it = iter(list(args))
+    for a in it:
+        name, eq, _value = a.partition("=")
+        if a.startswith("-p") and len(a) > 2 and not a.startswith("--"):
+            name, eq = "-p", "="  # -pname
+        if name in keep_value:
+            opt = [a] if eq else [a, next(it, "")]
+            if name not in drop:
+                kept.extend(opt)
+            seen.add(name)
+        elif a in keep_flag:
+            kept.append(a)
+    parts = [_python(), "-m", "pytest", shlex.quote(nodeid), f"--mpfault-seed={seed}"]
+    if start_method:
+        parts.append(f"--mpfault-start-methods={start_method}")
+    if settings is not None:
+        src = getattr(settings, "faults_source", "")
+        if src == "env MPFAULT" and "--mpfault" not in seen:
+            parts += [shlex.quote(f"--mpfault={f}") for f in settings.faults]
+        env_deadline = os.environ.get("MPFAULT_DEADLINE")
+        if env_deadline and "--mpfault-deadline" not in seen:
+            parts.append(shlex.quote(f"--mpfault-deadline={env_deadline}"))
+    parts += [shlex.quote(a) for a in kept]
+    return " ".join(parts)
+
+
+def _python() -> str:
+    """``python``, or the interpreter's path when ``python`` is another one."""
+    import shutil
+
+    found = shutil.which("python")
+    if found and os.path.realpath(found) == os.path.realpath(sys.executable):
+        return "python"
+    return shlex.quote(sys.executable)
+
+
+def failure_section(
+    harness: Harness,
+    seed: int,
+    replay: str,
+    history: History | None = None,
+    *,
+    shown: str = "",
+) -> str:
+    """The ``mpfault`` section of a failing test's report.
+
+    ``shown``: the failure's text as already reported; a child stack it holds (a
+    ``Hang``'s) is not printed again.
+    """
     lines = [
         f"start method: {harness.start_method}; run seed: {seed} (test seed {harness.seed})",
         f"replay: {replay}",
@@ -119,19 +235,38 @@ def failure_section(
         lines.extend(f"  {spec}: {n}" for spec, n in fired.items())
     else:
         lines.append("faults: none")
+    states = child_states(harness)
     if harness.children:
         lines.append("children:")
-        lines.extend(f"  {describe_child(c)}" for c in harness.children)
-    live = [c for c in harness.children if c.is_alive()]
+        lines.extend(f"  {describe_child(c, states[i])}" for i, c in enumerate(harness.children))
+    live = [
+        c
+        for i, c in enumerate(harness.children)
+        if states[i].exitcode is None and c.process.pid is not None
+    ]
     if live:
-        lines.append("stacks of live children:")
+        stacks = []
+        in_failure = []
         for c in live:
-            lines.append(f"--- {c.name} (pid {c.pid}) ---")
-            lines.append(c.stack())
+            header = f"--- {c.name} (pid {c.pid}) ---"
+            if header in shown:
+                in_failure.append(c.name)
+                continue
+            stacks.append(header)
+            text = c.stack()
+            stacks.append(text)
+            note = hist.lock_note(text)
+            if note:
+                stacks.append(f"  note: {note}")
+        if stacks:
+            lines.append("stacks of live children:")
+            lines.extend(stacks)
+        if in_failure:
+            lines.append(f"stacks of live children: in the error above ({', '.join(in_failure)})")
     if len(hist.events) or hist.marks:
         lines.append("timeline (last events of each process):")
         try:
-            lines.append(timeline_text(harness, history=hist))
+            lines.append(timeline_text(harness, history=hist, states=states))
         except Exception as e:  # the report must never hide the real failure
             lines.append(f"  (timeline unavailable: {type(e).__name__}: {e})")
     return "\n".join(lines)

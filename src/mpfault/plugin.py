@@ -9,6 +9,8 @@ plugin only when ``--mpfault-contract`` or ``--mpfault-queue`` is given.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +106,7 @@ class _TimeoutHooks:
         method = str(getattr(settings, "method", ""))
         if timeout > 0:
             item.stash[TIMEOUT_KEY] = (timeout, method)
+            item.stash[_config.TIMEOUT_START_KEY] = time.monotonic()
             if method == "thread":
                 from ._pytest_report import stack_timer
 
@@ -129,6 +132,24 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(seed), "mpfault-xdist")
     if config.pluginmanager.hasplugin("timeout"):
         config.pluginmanager.register(_TimeoutHooks(), "mpfault-timeout")
+    # SIGTERM is made to clean up like SIGINT when the first harness is made
+    # (Harness.from_item): a session without an mpfault test keeps Python's default
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import tempfile
+
+    from ._rundir import remove_stale
+
+    signals = sys.modules.get("mpfault._signals")
+    if signals is not None:
+        signals.release_sigterm(config)
+    settings = config.stash.get(SETTINGS_KEY, None)
+    if settings is not None:
+        # run directories of test processes that died without removing theirs (killed
+        # inner runs of this session, a SIGKILLed earlier run): only those of dead owners
+        remove_stale(settings.tmpdir or tempfile.gettempdir())
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -138,7 +159,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "mpfault" not in metafunc.fixturenames:
         return
-    methods = list(_config.for_definition(metafunc.definition).start_methods)
+    try:
+        methods = list(_config.for_definition(metafunc.definition).start_methods)
+    except pytest.UsageError as e:
+        # a collection error of one line (the marker's), not a traceback of pluggy frames
+        raise pytest.Collector.CollectError(str(e)) from None
     metafunc.parametrize("mpfault", methods, indirect=True, ids=methods)
 
 
@@ -164,6 +189,18 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
         problems = harness.close()
     if problems:
         pytest.fail("mpfault teardown: " + "; ".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    try:
+        return (yield)
+    finally:
+        # the deadline bounds the test's own blocking calls; the report and teardown
+        # that follow have their own bounds
+        harness = item.stash.get(HARNESS_KEY, None)
+        if harness is not None:
+            harness.stop_watching()
 
 
 @pytest.hookimpl(wrapper=True)

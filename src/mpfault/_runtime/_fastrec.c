@@ -835,6 +835,29 @@ static PyGetSetDef Op_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* repr of an Op or a Trampoline: the queue operation it stands in for, by the
+ * qualified name FaultQueue gives it ("q1.get"), not the C type's address. */
+static PyObject *
+queue_op_repr(PyObject *self, PyObject *dict, const char *kind)
+{
+    if (dict != NULL) {
+        PyObject *q = PyDict_GetItemString(dict, "__qualname__"); /* borrowed */
+        if (q == NULL || !PyUnicode_Check(q)) {
+            q = PyDict_GetItemString(dict, "__name__");
+        }
+        if (q != NULL && PyUnicode_Check(q)) {
+            return PyUnicode_FromFormat("<queue operation %U>", q);
+        }
+    }
+    return PyUnicode_FromFormat("<mpfault queue operation (%s) at %p>", kind, self);
+}
+
+static PyObject *
+Op_repr(OpObject *self)
+{
+    return queue_op_repr((PyObject *)self, self->dict, "Op");
+}
+
 static PyTypeObject OpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "mpfault._runtime._fastrec.Op",
@@ -848,6 +871,7 @@ static PyTypeObject OpType = {
     .tp_clear = (inquiry)Op_clear,
     .tp_getset = Op_getset,
     .tp_dictoffset = offsetof(OpObject, dict),
+    .tp_repr = (reprfunc)Op_repr,
 };
 
 /* -- Trampoline ------------------------------------------------------------------- */
@@ -938,6 +962,12 @@ static PyGetSetDef Trampoline_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+static PyObject *
+Trampoline_repr(TrampolineObject *self)
+{
+    return queue_op_repr((PyObject *)self, self->dict, "Trampoline");
+}
+
 static PyTypeObject TrampolineType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "mpfault._runtime._fastrec.Trampoline",
@@ -953,6 +983,7 @@ static PyTypeObject TrampolineType = {
     .tp_getset = Trampoline_getset,
     .tp_dictoffset = offsetof(TrampolineObject, dict),
     .tp_new = Trampoline_new,
+    .tp_repr = (reprfunc)Trampoline_repr,
 };
 
 /* -- module ---------------------------------------------------------------------- */

@@ -200,10 +200,7 @@ def _parse_delay(text: str | None) -> tuple[Any, ...]:
         return (seconds, 0.0)
     high = _t.parse_duration(high_text, "delay upper bound")
     if high < low:
-        raise _t.Syntax(
-            f"delay range {part!r} ends before it starts"
-            f" (each bound has its own unit; a bare number is seconds)"
-        )
+        raise _t.Syntax(f"delay range {part!r} ends before it starts (each bound has its own unit)")
     try:
         jitter = _t.exact().subtract(high, low)
     except decimal.DecimalException:

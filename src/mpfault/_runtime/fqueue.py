@@ -54,11 +54,14 @@ def _plan_json(plan: tuple[Fault, ...]) -> str:
     return json.dumps([str(f) for f in plan])
 
 
-def _dressed(fn: Any, op: str, raw: Callable[..., Any]) -> Callable[..., Any]:
+def _dressed(fn: Any, op: str, raw: Callable[..., Any], queue: str = "") -> Callable[..., Any]:
     """``fn``, standing in for ``raw`` (queue operation ``op``): its name and doc, and
     ``__wrapped__`` so that ``inspect.signature(q.put)`` shows the queue's own (the C
-    operation has its own ``__wrapped__``)."""
+    operation has its own ``__wrapped__``); ``queue.op`` as its qualified name, which
+    its repr shows (``<queue operation q1.get>``, in assertion messages)."""
     fn.__name__ = op
+    if queue:
+        fn.__qualname__ = f"{queue}.{op}"
     fn.__doc__ = getattr(raw, "__doc__", None)
     if not hasattr(fn, "__wrapped__"):
         fn.__wrapped__ = raw
@@ -147,6 +150,7 @@ class FaultQueue:
                 faulted(op, code, raw, faults, self._name, self._slots, self._q, self._state),
                 op,
                 raw,
+                name,
             )
 
         # No fault for this operation: the fast path.  The recorder of this
@@ -165,27 +169,26 @@ class FaultQueue:
                 return fn  # type: ignore[no-any-return]
             st = state()
             fn = st.recorder.wrap(name, code, raw, is_put, holder, gen, current)
-            fn = _dressed(fn, op, raw)
-            fn.__qualname__ = "FaultQueue._make.<locals>." + ("put" if is_put else "call")
+            fn = _dressed(fn, op, raw, name)
             made[:] = [gen, fn]
             self.__dict__[op] = fn
             return fn
 
         fastrec = _events._fastrec
         if fastrec is not None:  # the same, in C
-            return _dressed(fastrec.Trampoline(current), op, raw)
+            return _dressed(fastrec.Trampoline(current), op, raw, name)
 
         if is_put:
 
             def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
                 return current()(obj, *args, **kwargs)
 
-            return _dressed(put, op, raw)
+            return _dressed(put, op, raw, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return current()(*args, **kwargs)
 
-        return _dressed(call, op, raw)
+        return _dressed(call, op, raw, name)
 
     # -- faults -----------------------------------------------------------------------
 

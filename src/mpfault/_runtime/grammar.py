@@ -22,11 +22,11 @@ Examples::
     put:gate(g1,after)            after a put, the process waits until the test opens gate g1
 
 A comment line starts with ``#`` not followed by a digit (``#3:drop`` is a spec:
-the third call of the fault's default operations).  Durations are seconds with an
-optional unit (``ns``, ``us``, ``ms``, ``s``); ``delay(a..b)`` sleeps uniformly
-between ``a`` and ``b``.  Items and ``return`` values are Python literals; a ``who``
-pattern or an exception message that is not a plain word may be written as a Python
-string literal (``put@'my worker':drop``, ``raise(ValueError:'a (b)')``).
+the third call of the fault's default operations).  Durations need a unit
+(``ns``, ``us``, ``ms``, ``s``: ``10ms``; a bare ``10`` is an error); ``delay(a..b)``
+sleeps uniformly between ``a`` and ``b``.  Items and ``return`` values are Python
+literals; a ``who`` pattern or an exception message that is not a plain word may be
+written as a Python string literal (``put@'my worker':drop``, ``raise(ValueError:'a (b)')``).
 
 Each action's arguments are parsed and written by its entry in :mod:`.actions`;
 this module handles the rest: separators, targets, terms and chains.  Standard
@@ -268,6 +268,7 @@ def parse(text: str, source: str = "string") -> list[Fault]:
     key, a marker) in error messages.  Raises :class:`FaultSpecError`, one line naming
     the source and the spec, on any syntax or semantic error.
     """
+    __tracebackhide__ = True  # a bad spec is the caller's line, not the parser's
     if not isinstance(text, str):
         raise TypeError(f"fault specs must be a str, got {type(text).__name__}")
     faults = []

@@ -48,7 +48,7 @@ NUMBER: Final = r"(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _DURATION: Final = re.compile(rf"({NUMBER})\s*(ns|us|µs|μs|ms|s)?", re.ASCII)
 _UNIT_PLACES: Final = {None: 0, "s": 0, "ms": -3, "us": -6, "µs": -6, "μs": -6, "ns": -9}
 CODE: Final = re.compile(r"[0-9]+", re.ASCII)
-DURATION_HINT: Final = "a duration like 10ms, 1.5s, 200us or 2"
+DURATION_HINT: Final = "a duration with a unit, like 10ms, 1.5s or 200us"
 BARE_WHO: Final = re.compile(r"[^\s#=@'\"():;,\\]+")
 BARE_MESSAGE: Final = re.compile(r"[^'\"()\\]+")
 
@@ -226,7 +226,13 @@ def parse_duration(text: str, what: str) -> Decimal:
     match = _DURATION.fullmatch(text.strip())
     if not match:
         raise Syntax(f"{what}: expected {DURATION_HINT}, got {text.strip()!r}")
-    return parse_decimal(match.group(1), _UNIT_PLACES[match.group(2)])
+    value = parse_decimal(match.group(1), _UNIT_PLACES[match.group(2)])
+    if match.group(2) is None:
+        n = match.group(1)
+        raise Syntax(
+            f"{what}: the duration {n} needs a unit: write {n}ms or {n}s (units: ns, us, ms, s)"
+        )
+    return value
 
 
 def format_duration_decimal(seconds: Decimal) -> str:

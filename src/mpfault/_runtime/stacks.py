@@ -26,6 +26,17 @@ def _scratch_file() -> Any:
 _FRAME_LINE = re.compile(r'^  File "(.*)", line (\d+) in (.*)$')
 
 
+def _startup_frames(frames: list[str]) -> int:
+    """How many frames (oldest first) lead up to the target's call in ``bootstrap.run``."""
+    from .bootstrap import run
+
+    for i in range(len(frames) - 1, -1, -1):
+        m = _FRAME_LINE.match(frames[i])
+        if m is not None and m.group(3) == "run" and m.group(1) == run.__code__.co_filename:
+            return i + 1 if i + 1 < len(frames) else 0
+    return 0
+
+
 def format_stacks() -> str:
     """Return the Python stack of every thread of this process, with source lines.
 
@@ -61,7 +72,14 @@ def format_stacks() -> str:
         if main:
             label += " (main)"
         out = [f"{label} (most recent call last):"]
-        for line in reversed(lines[1:]):  # faulthandler: most recent call first
+        frames = list(reversed(lines[1:]))  # faulthandler: most recent call first
+        skip = _startup_frames(frames) if main else 0
+        if skip:
+            out.append(
+                f"  ({skip} frames of the child's start-up not shown: multiprocessing's "
+                "bootstrap, mpfault's, and any inherited from the parent)"
+            )
+        for line in frames[skip:]:
             m = _FRAME_LINE.match(line)
             if m is None:
                 out.append(line)  # "  ..." (truncated) or "  <no Python frame>"

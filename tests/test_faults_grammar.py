@@ -451,7 +451,8 @@ ERRORS = [
     (
         "pt:drop",
         "unknown op 'pt' (expected one of: put, put_nowait, get, get_nowait, qsize, empty, full,"
-        " close, join_thread, cancel_join_thread, task_done, join, *)",
+        " close, join_thread, cancel_join_thread, task_done, join, send, recv, send_bytes,"
+        " recv_bytes, poll, *)",
     ),
     ("get:full", "action 'full' does not apply to op 'get' (it applies to: put, put_nowait)"),
     (
@@ -671,7 +672,8 @@ def test_constants() -> None:
     assert {"put", "put_nowait"} == PUT_OPS
     assert {"get", "get_nowait"} == GET_OPS
     ops = ["qsize", "empty", "full", "close", "join_thread", "cancel_join_thread", "task_done"]
-    assert {*PUT_OPS, *GET_OPS, *ops, "join"} == OPS
+    conn = ["send", "recv", "send_bytes", "recv_bytes", "poll"]  # instrumented connections
+    assert {*PUT_OPS, *GET_OPS, *ops, "join", *conn} == OPS
     assert F.ACTIONS == (
         "delay",
         "full",

@@ -47,6 +47,8 @@ _QUEUE_OPS = (
 )
 #: the operations that take an item (``faults.PUT_OPS``)
 PUT_OPS = frozenset({"put", "put_nowait"})
+#: ... and a connection's sends (instrumentation)
+_ITEM_OPS = PUT_OPS | {"send", "send_bytes"}
 _NOTHING: Any = object()
 _PROCESS_ACTIONS = frozenset({"kill", "exit", "pause", "gate"})
 
@@ -170,6 +172,10 @@ class FaultQueue:
         """The queue being wrapped."""
         return self._q
 
+    def _target(self) -> Any:
+        """The queue the operations act on (an instrumented queue's shadow says its own)."""
+        return self._q
+
     # -- the hot path -------------------------------------------------------------------
     def _state(self) -> _st.ProcessState:
         st = self._st
@@ -185,7 +191,7 @@ class FaultQueue:
         code = OP_CODES[op]
         name = self._name
         faults = self._by_op.get(op, ())
-        is_put = op in PUT_OPS
+        is_put = op in _ITEM_OPS
         state = self._state
 
         if faults:
@@ -287,7 +293,7 @@ class FaultQueue:
         st = self._state()
         rec = st.recorder
         name = self._name
-        has_item = op in PUT_OPS
+        has_item = op in _ITEM_OPS
         item = args[0] if has_item and args else kwargs.get("obj")
         firing = self._select(st, op, faults, item, has_item)
         seq = (
@@ -365,7 +371,7 @@ class FaultQueue:
                 if dying and has_item and calls == 1:
                     # a put right before the process dies: the item stays where the
                     # feeder thread cannot reach it, so the kill loses it for sure
-                    flush = _put_unflushed(self._q, item, *_block_timeout(op, args, kwargs))
+                    flush = _put_unflushed(self._target(), item, *_block_timeout(op, args, kwargs))
                 if flush is not None:
                     result = None
                 else:

@@ -9,15 +9,7 @@ import select
 import time
 from collections.abc import Iterable
 
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    return data[data.rfind(b")") + 2 :].split(b" ", 1)[0] != b"Z"
+from mpfault._runtime.procfs import alive as alive
 
 
 def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:

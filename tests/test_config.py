@@ -276,3 +276,64 @@ def test_plugin_can_be_disabled(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:mpfault", "--strict-markers")
     result.assert_outcomes(passed=1)
     assert "mpfault:" not in result.stdout.str()
+
+
+def test_the_start_methods_read_without_multiprocessing_are_its_own() -> None:
+    """_config knows the platform's start methods without loading multiprocessing (a
+    session with no mpfault test never loads it); they are what it says."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from mpfault import _config\n"
+        "mine = _config._all_start_methods()\n"
+        "loaded = 'multiprocessing' in sys.modules\n"
+        "import multiprocessing\n"
+        "print(json.dumps([mine, multiprocessing.get_all_start_methods(), loaded]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    mine, theirs, loaded = json.loads(out.stdout)
+    assert mine == theirs
+    assert not loaded or sys.version_info >= (3, 14)
+
+
+COUNTING_CONFTEST = """
+import mpfault._config as config
+
+calls = []
+original = config.resolve
+
+
+def counting(cfg, marker, nodeid):
+    calls.append(nodeid)
+    return original(cfg, marker, nodeid)
+
+
+config.resolve = counting
+
+
+def pytest_sessionfinish(session):
+    print("RESOLVED", calls)
+"""
+
+
+def test_settings_are_resolved_once_per_test(pytester: pytest.Pytester) -> None:
+    """Once for the session, once for a test function, whatever number of start
+    methods it runs under (its parametrization and its fixture share them)."""
+    pytester.makeconftest(COUNTING_CONFTEST)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.mpfault(deadline=30)
+        def test_one(mpfault):
+            assert mpfault.deadline == 30
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-s", "-p", "no:xdist", "--mpfault-start-methods=fork,spawn"
+    )
+    result.assert_outcomes(passed=2)
+    resolved = "RESOLVED ['', 'test_settings_are_resolved_once_per_test.py::test_one']\n"
+    assert resolved in result.stdout.str()

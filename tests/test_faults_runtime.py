@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import time
 
 import pytest
 
 from mpfault import ChildError, FaultQueue, Hang, Harness, HistoryError, MpfaultError, faults
+from mpfault._runtime import procfs
 from procs import ListQueue, hang_showing
 
 
@@ -100,11 +100,7 @@ def test_pause_stops_every_thread_of_the_process(mpfault: Harness) -> None:
     q = mpfault.queue(faults=[faults.pause(2.0, op="qsize", who="paused")])
     c = mpfault.spawn(qsize_then_return, q, name="paused")
     c.wait_stopped(timeout=60)
-    states = []
-    for tid in os.listdir(f"/proc/{c.pid}/task"):
-        with open(f"/proc/{c.pid}/task/{tid}/stat", "rb") as f:
-            data = f.read()
-        states.append(data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode())
+    states = procfs.thread_states(c.pid)
     # main thread, mpfault's control thread and the queue's feeder thread
     assert len(states) >= 3
     assert set(states) == {"T"}
@@ -265,7 +261,7 @@ def test_a_put_before_a_kill_stays_out_of_the_feeder_s_reach(kind: str) -> None:
     feeder's buffer), and, for a process that survives, the rest of the put."""
     import multiprocessing
 
-    from mpfault._runtime.fqueue import _put_unflushed
+    from mpfault._runtime.faulty import _put_unflushed
 
     ctx = multiprocessing.get_context("fork")
     q = getattr(ctx, kind)(maxsize=2)

@@ -176,8 +176,13 @@ def test_no_process_left_behind(pytester: pytest.Pytester, test: str, method: st
     pids = pytester.path / "pids"
     os.environ["MPF_PIDS"] = str(pids)
     try:
+        # a pytest that is ended by os._exit leaves its run directory: in the test's own
         result = pytester.runpytest_subprocess(
-            "-p", "no:cacheprovider", f"test_leaks.py::{test}[{method}]", timeout=120
+            "-p",
+            "no:cacheprovider",
+            f"--mpfault-tmpdir={pytester.path}",
+            f"test_leaks.py::{test}[{method}]",
+            timeout=120,
         )
     finally:
         del os.environ["MPF_PIDS"]
@@ -223,6 +228,7 @@ def test_blocks(mpfault):
             "pytest",
             "-p",
             "no:cacheprovider",
+            f"--mpfault-tmpdir={pytester.path}",  # a SIGKILLed pytest leaves its run files
             "-s",
             f"test_sigkill.py::test_blocks[{method}]",
         ],

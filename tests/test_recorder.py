@@ -3,19 +3,21 @@ same records, byte for byte, and both hand over to a forked child's recorder."""
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import random
 import struct
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mpfault import Harness
-from mpfault._runtime import events
+from mpfault._runtime import events, layout, reader
 from mpfault._runtime import state as st
-from mpfault._runtime.events import OP_CODES, Recorder, _item_payload, item_key, short_repr
+from mpfault._runtime.events import OP_CODES, Recorder, item_key, item_payload, short_repr
 from mpfault._runtime.reader import read_events
 from procs import ListQueue
 
@@ -69,7 +71,7 @@ def test_the_c_payload_is_the_python_payload() -> None:
         fast = fastrec.fast_payload(obj)
         if fast is not None:
             done += 1
-            assert fast == _item_payload(obj), repr(obj)
+            assert fast == item_payload(obj), repr(obj)
     assert done > 300  # ints in range, None, plain str and bytes
 
 
@@ -79,21 +81,64 @@ def test_the_c_module_is_built_here() -> None:
     if PURE:
         pytest.skip(f"{events.PURE_ENV} is set")
     assert fastrec is not None, "mpfault._runtime._fastrec did not build (see setup.py)"
-    assert fastrec.RECORD_SIZE == events._REC_SIZE  # one record layout in C and Python
+    assert fastrec.RECORD_SIZE == layout.SIZE
+
+
+def test_the_c_module_writes_the_layout_of_layout_py() -> None:
+    """_fastrec.c's offsets and constants are those of the one definition, layout.py."""
+    if fastrec is None:
+        pytest.skip("the C module is not built")
+    want = {name: layout.OFFSETS[name] for name, _ in layout.FIELDS}
+    want["SIZE"] = layout.SIZE
+    for name in ("KIND_BEGIN", "KIND_END", "OUT_PENDING", "OUT_OK", "KEY_INT", "KEY_TAIL"):
+        want[name] = getattr(layout, name)
+    want["HEAD"] = events._MAX
+    got = dict(fastrec.LAYOUT)
+    got.pop("TAIL")
+    assert got == want
+
+
+def test_the_writer_and_the_reader_follow_the_layout(tmp_path: Path) -> None:
+    """The struct of the fixed part is FIELDS, at their offsets; a record written by
+    the recorder reads back field by field with layout.Record."""
+    assert layout.RECORD.size == layout.SIZE == layout.OFFSETS["seq"] + 4
+    assert list(layout.OFFSETS) == [name for name, _ in layout.FIELDS]
+    assert reader.Record._fields == tuple(n for n, c in layout.FIELDS if n != "pad")
+    rec = Recorder(str(tmp_path), "p", 4321)
+    seq = rec.begin("jobs", OP_CODES["put"], "'abc'", "str:'abc'")
+    rec.close()
+    data = (tmp_path / "4321.ev").read_bytes()
+    magic, hlen = layout.HEADER.unpack_from(data, 0)
+    assert magic == layout.MAGIC
+    assert json.loads(data[layout.HEADER.size : layout.HEADER.size + hlen])["pid"] == 4321
+    r = reader.Record._make(layout.RECORD.unpack_from(data, layout.HEADER_SIZE))
+    assert (r.kind, r.op, r.outcome, r.fault, r.seq) == (
+        layout.KIND_BEGIN,
+        OP_CODES["put"],
+        layout.OUT_PENDING,
+        -1,
+        seq,
+    )
+    body = data[layout.HEADER_SIZE + layout.SIZE : layout.HEADER_SIZE + r.length]
+    assert (r.qlen, r.alen, r.blen) == (4, 5, 9)
+    assert body == b"jobs'abc'str:'abc'"
 
 
 def _records(path: str) -> Iterator[tuple[bytes, bytes]]:
     """Each record of a log file, as (fixed part with the time zeroed, the rest)."""
     with open(path, "rb") as f:
         data = f.read()
-    off = events.HEADER_SIZE
-    size = events._REC_SIZE
+    off = layout.HEADER_SIZE
+    size = layout.SIZE
     while off + size <= len(data):
         (length,) = struct.unpack_from("<I", data, off)
         if length == 0:
             return
         rec = data[off : off + length]
-        yield rec[: events._TS_AT] + bytes(8) + rec[events._TS_AT + 8 : size], rec[size:]
+        yield (
+            rec[: layout.OFFSETS["time_ns"]] + bytes(8) + rec[layout.OFFSETS["time_ns"] + 8 : size],
+            rec[size:],
+        )
         off += length
 
 
@@ -101,7 +146,9 @@ def _wrapped(rec: Recorder, lq: ListQueue, op: str) -> Callable[..., Any]:
     def current() -> Callable[..., Any]:
         raise AssertionError("no fork here")
 
-    return rec.wrap("jobs", OP_CODES[op], getattr(lq, op), op == "put", st, st._generation, current)
+    return rec.wrap(
+        "jobs", OP_CODES[op], getattr(lq, op), op == "put", st, st.fork_generation, current
+    )
 
 
 def _exercise(rec: Recorder) -> list[object]:
@@ -212,7 +259,7 @@ def test_a_closed_recorder_refuses_to_record(
         rec2.close()
         raise KeyError("queue's own error")
 
-    get = rec2.wrap("jobs", OP_CODES["get"], close_then_fail, False, st, st._generation, list)
+    get = rec2.wrap("jobs", OP_CODES["get"], close_then_fail, False, st, st.fork_generation, list)
     with pytest.raises(ValueError) as info:  # the END could not be written ...
         get()
     chain = []
@@ -349,7 +396,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, 3 << 20))
 rec = events.Recorder(tempfile.mkdtemp(), "p")
 assert rec.accelerated is (sys.argv[1] == "c")
 sink = []
-put = rec.wrap("q", events.OP_CODES["put"], sink.append, True, st, st._generation, list)
+put = rec.wrap("q", events.OP_CODES["put"], sink.append, True, st, st.fork_generation, list)
 item = "z" * 200
 try:
     for i in range(100_000):  # ~300 bytes a put: the log outgrows 3 MiB

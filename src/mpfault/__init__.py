@@ -18,23 +18,23 @@ __version__ = "0.1.0"
 #: public name -> the private module that defines it
 _EXPORTS: dict[str, str] = {
     "QUEUE_KINDS": "._harness",
-    "Arrival": "._harness",
-    "Child": "._harness",
-    "ChildError": "._errors",
+    "Arrival": "._coordinator",
+    "Child": "._child",
+    "ChildError": "._runtime.errors",
     "Event": "._runtime.reader",
-    "Fault": "._runtime.faults",
+    "Fault": "._runtime.model",
     "FaultQueue": "._runtime.fqueue",
-    "FaultSpecError": "._runtime.faults",
-    "Gate": "._harness",
-    "Hang": "._errors",
+    "FaultSpecError": "._runtime.errors",
+    "Gate": "._coordinator",
+    "Hang": "._runtime.errors",
     "Harness": "._harness",
     "History": "._history",
-    "HistoryError": "._history",
+    "HistoryError": "._runtime.errors",
     "Item": "._history",
     "Mark": "._runtime.reader",
-    "MpfaultError": "._errors",
-    "SpawnError": "._errors",
-    "TimingError": "._timing",
+    "MpfaultError": "._runtime.errors",
+    "SpawnError": "._runtime.errors",
+    "TimingError": "._runtime.errors",
     "default_start_methods": "._harness",
     "expect_immediate": "._timing",
     "expect_timeout": "._timing",
@@ -50,6 +50,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'mpfault' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    if isinstance(value, type):
+        value.__module__ = __name__  # public classes show (and pickle by) their public name
     globals()[name] = value
     return value
 
@@ -60,24 +62,24 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from . import faults as faults
-    from ._errors import ChildError as ChildError
-    from ._errors import Hang as Hang
-    from ._errors import MpfaultError as MpfaultError
-    from ._errors import SpawnError as SpawnError
+    from ._child import Child as Child
+    from ._coordinator import Arrival as Arrival
+    from ._coordinator import Gate as Gate
     from ._harness import QUEUE_KINDS as QUEUE_KINDS
-    from ._harness import Arrival as Arrival
-    from ._harness import Child as Child
-    from ._harness import Gate as Gate
     from ._harness import Harness as Harness
     from ._harness import default_start_methods as default_start_methods
     from ._history import History as History
-    from ._history import HistoryError as HistoryError
     from ._history import Item as Item
-    from ._runtime.faults import Fault as Fault
-    from ._runtime.faults import FaultSpecError as FaultSpecError
+    from ._runtime.errors import ChildError as ChildError
+    from ._runtime.errors import FaultSpecError as FaultSpecError
+    from ._runtime.errors import Hang as Hang
+    from ._runtime.errors import HistoryError as HistoryError
+    from ._runtime.errors import MpfaultError as MpfaultError
+    from ._runtime.errors import SpawnError as SpawnError
+    from ._runtime.errors import TimingError as TimingError
     from ._runtime.fqueue import FaultQueue as FaultQueue
+    from ._runtime.model import Fault as Fault
     from ._runtime.reader import Event as Event
     from ._runtime.reader import Mark as Mark
-    from ._timing import TimingError as TimingError
     from ._timing import expect_immediate as expect_immediate
     from ._timing import expect_timeout as expect_timeout

@@ -18,6 +18,8 @@ import argparse
 import sys
 from typing import IO, NoReturn
 
+from ._runtime.errors import MpfaultError
+
 __all__ = ["main"]
 
 KINDS_HELP = "Q=multiprocessing.Queue, JQ=JoinableQueue, SQ=SimpleQueue, MQ=Manager().Queue()"
@@ -28,7 +30,7 @@ QUEUE_HELP = (
 )
 
 
-class UsageError(Exception):
+class UsageError(MpfaultError):
     """A bad command line; the message names the bad argument."""
 
 

@@ -99,6 +99,10 @@ class AdoptedChild(Child):
 
     def __init__(self, harness: Harness, process: Any, name: str) -> None:
         self._harness = harness
+        self._start_method = harness.start_method
+        self._limit = harness._limit
+        self._hang = harness._hang
+        self._last_operation = harness._last_operation
         self._process = process
         self._conn = None
         self.name = name
@@ -194,7 +198,7 @@ class Instrumentation:
 
     def start(self) -> None:
         if _ins.active():
-            from ._errors import MpfaultError
+            from ._runtime.errors import MpfaultError
 
             raise MpfaultError("instrumentation is already on in this process (another harness)")
         h = self.harness

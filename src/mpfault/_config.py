@@ -6,20 +6,52 @@ every bad value is a :class:`pytest.UsageError` that names where it came from.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from ._errors import MpfaultError
-from ._harness import TMPDIR_ENV, check_tmpdir
-from ._runtime.faults import Fault, FaultSpecError
-from ._runtime.faults import parse as parse_faults
+from ._rundir import TMPDIR_ENV, check_tmpdir
 
-__all__ = ["HELP", "MARKER_HELP", "Settings", "resolve", "session_settings"]
+if TYPE_CHECKING:
+    from ._harness import Harness
+    from ._runtime.model import Fault
+
+# Light on purpose: the plugin imports this module in every session.  multiprocessing,
+# the fault grammar and the harness load where a setting needs them.
+
+__all__ = [
+    "HARNESS_KEY",
+    "HELP",
+    "MARKER_HELP",
+    "SEED_KEY",
+    "SETTINGS_KEY",
+    "SHOWN_KEY",
+    "TIMEOUT_KEY",
+    "Settings",
+    "configure",
+    "for_definition",
+    "for_item",
+    "header",
+    "resolve",
+    "session_settings",
+]
+
+#: the run's seed (the controller's, under xdist)
+SEED_KEY = pytest.StashKey[int]()
+#: the session's settings (no marker)
+SETTINGS_KEY: pytest.StashKey[Settings] = pytest.StashKey()
+#: a test's harness
+HARNESS_KEY: pytest.StashKey[Harness] = pytest.StashKey()
+#: how much of each child's output a test's report sections have shown
+SHOWN_KEY = pytest.StashKey[dict[str, tuple[int, int]]]()
+#: pytest-timeout's (timeout, method) of a test
+TIMEOUT_KEY = pytest.StashKey[tuple[float, str]]()
+#: the settings of each test function (by definition node id), resolved once
+_TESTS_KEY: pytest.StashKey[dict[str, tuple[Any, Settings]]] = pytest.StashKey()
 
 #: One help text per setting, shared by the CLI option and the ini key.
 HELP = {
@@ -42,6 +74,7 @@ HELP = {
         "children's output; removed after each test) (default: the system's temporary "
         "directory)"
     ),
+    "report": "Write an HTML timeline of every failing test that used mpfault into DIR",
 }
 
 MARKER_HELP = (
@@ -90,7 +123,7 @@ def _methods(value: Any, where: str) -> tuple[str, ...]:
     else:
         raise _usage(f"start methods from {where} must be a list or a comma-separated string")
     items = [v for v in items if v]
-    have = multiprocessing.get_all_start_methods()
+    have = _all_start_methods()
     if not items:
         raise _usage(f"no start method given in {where}")
     for m in items:
@@ -126,7 +159,32 @@ def _seed(value: Any, where: str, config: pytest.Config | None) -> int:
         raise _usage(f"invalid seed {value!r} from {where} (expected an integer or 'last')")
 
 
+def _all_start_methods() -> list[str]:
+    """``multiprocessing.get_all_start_methods()``.  Where multiprocessing is not loaded
+    yet (a session with no mpfault test), on Linux before 3.14, the same list without
+    loading it (~2 ms of every session); tests/test_config.py checks they agree."""
+    if (
+        "multiprocessing.context" not in sys.modules
+        and sys.platform == "linux"
+        and sys.version_info < (3, 14)
+    ):
+        import socket
+
+        methods = ["fork", "spawn"]
+        if all(hasattr(x, n) for x, n in ((socket, "CMSG_LEN"), (socket, "SCM_RIGHTS"))) and (
+            hasattr(socket.socket, "sendmsg")
+        ):  # multiprocessing.reduction.HAVE_SEND_HANDLE
+            methods.append("forkserver")
+        return methods
+    import multiprocessing
+
+    return multiprocessing.get_all_start_methods()
+
+
 def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
+    from ._runtime.errors import FaultSpecError
+    from ._runtime.grammar import parse as parse_faults
+
     out: list[Fault] = []
     for s in specs:
         try:
@@ -149,6 +207,8 @@ def _tmpdir(config: pytest.Config, env: Any) -> str | None:
         value, where = opt, "--mpfault-tmpdir"
     if not value:
         return None
+    from ._runtime.errors import MpfaultError
+
     try:
         return check_tmpdir(os.path.expanduser(str(value)), where)
     except MpfaultError as e:
@@ -165,7 +225,7 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
     sources: dict[str, str] = {}
     env = os.environ
     # start methods
-    methods: tuple[str, ...] = tuple(multiprocessing.get_all_start_methods())
+    methods: tuple[str, ...] = tuple(_all_start_methods())
     sources["start_methods"] = "default"
     ini = config.getini("mpfault_start_methods")
     if ini:
@@ -226,6 +286,8 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
                 "(expected: start_methods, deadline, seed)"
             )
         if marker.args:
+            from ._runtime.model import Fault
+
             bad = [a for a in marker.args if not isinstance(a, (str, Fault))]
             if bad:
                 raise _usage(f"{where}: {bad[0]!r} is not a fault spec string or Fault")
@@ -254,3 +316,73 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         tmpdir=tmpdir,
         sources=sources,
     )
+
+
+def configure(config: pytest.Config) -> tuple[Settings, int]:
+    """Resolve the session's settings and seed (stashed on ``config``); a usage error
+    naming its source for a bad one."""
+    settings = session_settings(config)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "mpfault_seed" in workerinput:
+        seed = int(workerinput["mpfault_seed"])
+    elif settings.seed is not None:
+        seed = settings.seed
+    else:
+        import random
+
+        seed = random.randrange(10**9)
+    config.stash[SEED_KEY] = seed
+    config.stash[SETTINGS_KEY] = settings
+    config.stash[_TESTS_KEY] = {}
+    cache = getattr(config, "cache", None)
+    if cache is not None and workerinput is None:
+        cache.set("mpfault/seed", seed)
+    if settings.timeout_tolerance != DEFAULT_TOLERANCE or "mpfault._timing" in sys.modules:
+        from ._timing import set_default_tolerance
+
+        set_default_tolerance(settings.timeout_tolerance)
+    return settings, seed
+
+
+def header(settings: Settings, seed: int) -> list[str]:
+    """The lines of the session's report header."""
+    import tempfile
+
+    faults = "; ".join(str(f) for f in settings.faults) or "none"
+    return [
+        f"mpfault: seed={seed}, start methods {', '.join(settings.start_methods)}, "
+        f"faults: {faults}",
+        f"mpfault: replay with --mpfault-seed={seed}",
+        f"mpfault: run files in {settings.tmpdir or tempfile.gettempdir()}",
+    ]
+
+
+def _for(config: pytest.Config, key: str, marker: pytest.Mark | None, nodeid: str) -> Settings:
+    tests = config.stash.setdefault(_TESTS_KEY, {})
+    known = tests.get(key)
+    if known is not None and known[0] == marker:
+        return known[1]
+    settings = resolve(config, marker, nodeid)
+    tests[key] = (marker, settings)
+    return settings
+
+
+def for_definition(definition: pytest.Item) -> Settings:
+    """The settings of a test function (its marker applied), resolved once."""
+    marker = definition.get_closest_marker("mpfault")
+    return _for(definition.config, definition.nodeid, marker, definition.nodeid)
+
+
+def for_item(item: pytest.Item) -> tuple[Settings, int, float | None]:
+    """The settings of a test, its seed (the run's, or the marker's fixed one, derived
+    with the node id) and its pytest-timeout timeout, if any."""
+    from ._runtime.state import derive_seed
+
+    marker = item.get_closest_marker("mpfault")
+    parent = item.parent.nodeid if item.parent is not None else ""
+    name = getattr(item, "originalname", item.name)
+    settings = _for(item.config, f"{parent}::{name}", marker, item.nodeid)
+    fixed = marker is not None and marker.kwargs.get("seed") is not None
+    base = settings.seed if fixed and settings.seed is not None else item.config.stash[SEED_KEY]
+    timeout = item.stash.get(TIMEOUT_KEY, None)
+    return settings, derive_seed(base, item.nodeid), None if timeout is None else timeout[0]

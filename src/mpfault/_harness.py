@@ -8,46 +8,47 @@ as a context manager::
         c = h.spawn(producer, q)
         c.result(timeout=10)
 
-It does not import pytest.
+The lifecycle lives here (run directory, deadline, queues, gates, teardown); the
+parts are by role: :mod:`._spawn` starts a child, :mod:`._child` is one,
+:mod:`._coordinator` holds the gates.  It does not import pytest.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
-import importlib.util
 import itertools
-import json
 import multiprocessing
-import multiprocessing.connection
 import os
-import pickle
 import random
 import shutil
-import signal
-import socket
-import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Iterable
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._errors import LOST_FORKSERVER_STATUS, ChildError, Hang, MpfaultError, SpawnError
+from . import _spawn
+from ._child import Child, close_channels, stop_children
+from ._coordinator import Arrival, Coordinator, Gate, PassiveHub
 from ._history import History
-from ._runtime import bootstrap
+from ._rundir import TMPDIR_ENV, check_tmpdir, default_tmpdir
+from ._runtime import bootstrap, builders, grammar
 from ._runtime import state as _state
-from ._runtime.faults import Fault
-from ._runtime.faults import gate as _gate_fault
-from ._runtime.faults import parse as _parse_faults
+from ._runtime.actions import REGISTRY
+from ._runtime.errors import Hang, MpfaultError
 from ._runtime.fqueue import FaultQueue
+from ._runtime.model import Fault
+
+if TYPE_CHECKING:
+    import pytest
+
+    from ._config import Settings
 
 __all__ = [
     "QUEUE_KINDS",
     "TMPDIR_ENV",
+    "Arrival",
     "Child",
     "Gate",
     "Harness",
@@ -58,12 +59,6 @@ __all__ = [
 
 QUEUE_KINDS = ("Queue", "JoinableQueue", "SimpleQueue", "ManagerQueue", "ManagerJoinableQueue")
 
-#: control-channel ends held by this process, for every live child of every harness;
-#: a forked child closes all of them, so their EOF still means "the test process died"
-_LIVE_CONTROL_FDS: set[int] = set()
-_MODULE_CACHE: dict[str, tuple[str, str] | None] = {}
-#: whether os.fork() warns in a multi-threaded process (3.12+)
-_FORK_WARNS = sys.version_info >= (3, 12)
 _CONTROLLER_NAME = "MainProcess"
 _FOREVER = 7 * 24 * 3600.0
 
@@ -71,523 +66,6 @@ _FOREVER = 7 * 24 * 3600.0
 def default_start_methods() -> list[str]:
     """Every start method this platform offers, the default one first."""
     return list(multiprocessing.get_all_start_methods())
-
-
-#: the environment variable that says where harnesses keep their run files
-TMPDIR_ENV = "MPFAULT_TMPDIR"
-
-
-def check_tmpdir(path: str, where: str) -> str:
-    """``path``, made absolute, if it is a writable directory; else an ``MpfaultError``
-    naming ``where`` the path came from."""
-    if not os.path.isdir(path):
-        raise MpfaultError(f"run files directory {path!r} from {where} is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MpfaultError(f"run files directory {path!r} from {where} is not writable")
-    return os.path.abspath(path)
-
-
-def default_tmpdir() -> str | None:
-    """Where a harness keeps its run files (history logs, gates, children's output)
-    when it is not told: ``$MPFAULT_TMPDIR``, else None (the system's temporary
-    directory, ``tempfile.gettempdir()``: ``TMPDIR``, ``/tmp``...)."""
-    env = os.environ.get(TMPDIR_ENV)
-    if env:
-        return check_tmpdir(env, f"env {TMPDIR_ENV}")
-    return None
-
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
-
-
-def _stat_state(path: str) -> bytes | None:
-    """The one-letter state field of a /proc ``stat`` file (R, S, T, Z, ...), or None."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2 :].split(b" ", 1)[0]
-
-
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state of ``pid`` from /proc (R, S, T, Z, ...), or None."""
-    state = _stat_state(f"/proc/{pid}/stat")
-    return None if state is None else state.decode()
-
-
-def _all_stopped(pid: int) -> bool:
-    """Whether every thread of ``pid`` is stopped (or the process is gone)."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return True
-    return all(
-        _stat_state(f"/proc/{pid}/task/{tid}/stat") in (b"T", b"t", b"Z", None) for tid in tids
-    )
-
-
-def _wait_stopped_child(pid: int, timeout: float) -> bool:
-    """Block (in a helper thread, so the wait is bounded) until child ``pid`` stops."""
-    import threading
-
-    done = threading.Event()
-
-    def waiter() -> None:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitid(os.P_PID, pid, os.WSTOPPED | os.WEXITED | os.WNOWAIT)
-        done.set()
-
-    threading.Thread(target=waiter, daemon=True, name="mpfault-wait-stopped").start()
-    return done.wait(timeout)
-
-
-def _descendants(roots: Iterable[int]) -> set[int]:
-    """Every live descendant of ``roots`` (walks /proc; empty where there is none)."""
-    children: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return set()
-    for e in entries:
-        if not e.isdigit():
-            continue
-        try:
-            with open(f"/proc/{e}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue
-        rest = data[data.rfind(b")") + 2 :].split(b" ")
-        children.setdefault(int(rest[1]), []).append(int(e))
-    out: set[int] = set()
-    todo = list(roots)
-    while todo:
-        p = todo.pop()
-        for c in children.get(p, ()):
-            if c not in out:
-                out.add(c)
-                todo.append(c)
-    return out
-
-
-def _module_entry(name: str) -> tuple[str, str] | None:
-    """(name, file) if module ``name`` may not be importable by name in a fresh child."""
-    if name in _MODULE_CACHE:
-        return _MODULE_CACHE[name]
-    entry: tuple[str, str] | None = None
-    mod = sys.modules.get(name)
-    path = getattr(mod, "__file__", None)
-    if mod is not None and path and name not in ("__main__", "__mp_main__"):
-        try:
-            spec = importlib.util.find_spec(name)
-            same = bool(spec and spec.origin and os.path.samefile(spec.origin, path))
-        except (ImportError, ValueError, OSError):
-            same = False
-        if not same:
-            entry = (name, path)
-    _MODULE_CACHE[name] = entry
-    return entry
-
-
-def _modules_for(target: Any, args: Sequence[Any], kwargs: dict[str, Any]) -> list[tuple[str, str]]:
-    names: list[str] = []
-    for obj in (target, *args, *kwargs.values()):
-        mod = getattr(obj, "__module__", None)
-        if not isinstance(mod, str):
-            mod = type(obj).__module__
-        if mod and mod not in names and mod != "builtins":
-            names.append(mod)
-    out = []
-    for n in names:
-        e = _module_entry(n)
-        if e is not None:
-            out.append(e)
-    return out
-
-
-def _check_target(target: Callable[..., Any], method: str) -> None:
-    if not callable(target):
-        raise SpawnError(f"spawn(): the target {target!r} is not callable")
-    if method == "fork":
-        return
-    qual = getattr(target, "__qualname__", "") or ""
-    where = f"under the {method!r} start method the target is pickled by reference"
-    if "<lambda>" in qual:
-        raise SpawnError(
-            f"spawn(): the target is a lambda, which cannot reach a child ({where}); "
-            "define it as a function at module level"
-        )
-    if "<locals>" in qual:
-        raise SpawnError(
-            f"spawn(): the target {qual!r} is defined inside a function ({where}); "
-            "move it to module level (in the test module or a helper module)"
-        )
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """A process that reached a gate."""
-
-    gate: str
-    process: str
-    pid: int
-
-
-class _GateHub:
-    """The test-side end of gates: a datagram socket children announce arrivals on."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.dir = os.path.join(run_dir, _state.GATES_DIR)
-        os.makedirs(self.dir, exist_ok=True)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(os.path.join(self.dir, _state.COORD_SOCK))
-        self.arrivals: dict[str, list[tuple[Arrival, str]]] = {}
-        self.released: set[str] = set()
-
-    def drain(self, timeout: float | None) -> bool:
-        """Read arrivals; block up to ``timeout`` for the first one. True if any was read."""
-        got = False
-        self.sock.settimeout(timeout)
-        while True:
-            try:
-                data = self.sock.recv(4096)
-            except (BlockingIOError, TimeoutError):
-                return got
-            got = True
-            msg = json.loads(data)
-            arr = Arrival(msg["gate"], msg["process"], int(msg["pid"]))
-            self.arrivals.setdefault(arr.gate, []).append((arr, msg["reply"]))
-            if arr.gate in self.released:
-                self._go(msg["reply"])
-            self.sock.settimeout(0)
-
-    def _go(self, reply: str) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.sendto(b"go", reply)
-
-    def release(self, gate: str) -> None:
-        with open(os.path.join(self.dir, f"{gate}.released"), "w"):
-            pass
-        self.released.add(gate)
-        self.drain(0)
-        for _arr, reply in self.arrivals.get(gate, []):
-            self._go(reply)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-class Gate:
-    """A point where a process stops until the test releases it.
-
-    Made by :meth:`Harness.gate`, given in a queue's ``faults``.  The first
-    process to reach it (and every later one) waits there until
-    :meth:`release`; from then on the gate stays open.
-    """
-
-    def __init__(self, hub: _GateHub, harness: Harness, fault: Fault, name: str) -> None:
-        self._hub = hub
-        self._harness = harness
-        self.fault = fault
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<Gate {self.name} {self.fault}>"
-
-    @property
-    def reached(self) -> list[Arrival]:
-        """The processes that have reached the gate so far."""
-        self._hub.drain(0)
-        return [a for a, _ in self._hub.arrivals.get(self.name, [])]
-
-    @property
-    def released(self) -> bool:
-        """Whether :meth:`release` was called."""
-        return self.name in self._hub.released
-
-    def wait_reached(self, timeout: float | None = None, count: int = 1) -> Arrival:
-        """Wait until ``count`` processes have reached the gate; return the last arrival.
-
-        Raises :class:`Hang` (with every child's stack) if that does not happen
-        within ``timeout`` seconds (or the test's deadline).
-        """
-        __tracebackhide__ = True
-        limit = self._harness._limit(timeout)
-        end = time.monotonic() + limit
-        while True:
-            arrivals = self._hub.arrivals.get(self.name, [])
-            if len(arrivals) >= count:
-                return arrivals[count - 1][0]
-            left = end - time.monotonic()
-            if left <= 0:
-                call = f"gate {self.name!r} ({self.fault}).wait_reached(timeout={timeout})"
-                raise self._harness._hang(call, limit)
-            self._hub.drain(left)
-
-    def release(self) -> None:
-        """Let every waiting process go on, and every later one pass."""
-        self._hub.release(self.name)
-
-
-class Child:
-    """A process started by :meth:`Harness.spawn`."""
-
-    #: True for a process the code under test started itself (instrumentation adopts it)
-    adopted = False
-
-    def __init__(
-        self,
-        harness: Harness,
-        process: multiprocessing.process.BaseProcess,
-        conn: Connection,
-        name: str,
-        out_path: str,
-        err_path: str,
-    ) -> None:
-        self._harness = harness
-        self._process = process
-        self._conn: Connection | None = conn
-        self.name = name
-        self.out_path = out_path
-        self.err_path = err_path
-        self._outcome: tuple[Any, ...] | None = None
-        self._stack: str | None = None
-        self._fd = conn.fileno()
-        #: the qualified name of the target function
-        self.target_name = ""
-
-    def __repr__(self) -> str:
-        return f"<Child {self.name!r} pid={self.pid} exitcode={self.exitcode}>"
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        pid = self._process.pid
-        assert pid is not None
-        return pid
-
-    @property
-    def exitcode(self) -> int | None:
-        """The exit code (negative: killed by that signal), or None while it runs."""
-        return self._process.exitcode
-
-    @property
-    def process(self) -> multiprocessing.process.BaseProcess:
-        """The underlying ``multiprocessing`` process object."""
-        return self._process
-
-    def is_alive(self) -> bool:
-        """Whether the process is still running (or stopped)."""
-        return self._process.is_alive()
-
-    # -- control channel ----------------------------------------------------------------
-    def _handle(self, msg: Any) -> None:
-        tag = msg[0]
-        if tag == bootstrap.MSG_STACK:
-            self._stack = msg[1]
-        elif tag in (bootstrap.MSG_RESULT, bootstrap.MSG_ERROR) and self._outcome is None:
-            self._outcome = tuple(msg)
-
-    def _pump(self, timeout: float | None) -> bool:
-        """Read control messages; block up to ``timeout``. False when the channel is closed."""
-        conn = self._conn
-        if conn is None:
-            return False
-        try:
-            if not conn.poll(timeout):
-                return True
-            while True:
-                self._handle(conn.recv())
-                if not conn.poll(0):
-                    return True
-        except (EOFError, OSError):
-            self._close_conn()
-            return False
-
-    def _close_conn(self) -> None:
-        if self._conn is not None:
-            _LIVE_CONTROL_FDS.discard(self._fd)
-            self._conn.close()
-            self._conn = None
-
-    def _wait(self, timeout: float | None, until: Callable[[], bool], call: str) -> None:
-        __tracebackhide__ = True
-        limit = self._harness._limit(timeout)
-        end = time.monotonic() + limit
-        while not until():
-            left = end - time.monotonic()
-            if left <= 0:
-                raise self._harness._hang(call, limit)
-            waitables: list[Any] = [self._process.sentinel]
-            if self._conn is not None:
-                waitables.append(self._conn)
-            ready = multiprocessing.connection.wait(waitables, left)
-            if self._conn is not None and self._conn in ready:
-                self._pump(0)
-            if self._process.sentinel in ready:
-                # exiting (its fds close just before it can be reaped): reap it; whatever
-                # it sent before is still readable; the caller decides
-                self._process.join(max(left, 0.001))
-                self._pump(0)
-                return
-
-    # -- public API ---------------------------------------------------------------------
-    def join(self, timeout: float | None = None) -> int | None:
-        """Wait until the child exits and return its exit code.
-
-        Raises :class:`Hang` with every live child's stack if it is still running
-        after ``timeout`` seconds (default: the test's deadline).
-        """
-        __tracebackhide__ = True
-        self._wait(
-            timeout,
-            lambda: not self._process.is_alive(),
-            f"join(timeout={timeout}) of child {self.name!r}",
-        )
-        self._process.join(0)
-        return self._process.exitcode
-
-    def result(self, timeout: float | None = None) -> Any:
-        """Wait for the target to return and give back its return value.
-
-        Raises :class:`ChildError` if the target raised (with the child's
-        traceback) or the process died without a result (saying which signal or
-        exit code), and :class:`Hang` if nothing happened within ``timeout``
-        seconds (default: the test's deadline).
-        """
-        __tracebackhide__ = True
-        self._wait(
-            timeout,
-            lambda: self._outcome is not None,
-            f"result(timeout={timeout}) of child {self.name!r}",
-        )
-        if self._outcome is None:
-            self._process.join(1.0)
-            raise self._death_error()
-        if self._outcome[0] == bootstrap.MSG_RESULT:
-            return pickle.loads(self._outcome[1])
-        _, qual, msg, text, blob = self._outcome
-        exc: BaseException | None = None
-        if blob is not None:
-            with contextlib.suppress(Exception):
-                exc = pickle.loads(blob)
-        raise ChildError(
-            f"child {self.name!r} (pid {self.pid}, {self._harness.start_method}) raised "
-            f"{qual}: {msg}\n\nChild traceback:\n{text.rstrip()}",
-            name=self.name,
-            pid=self.pid,
-            exc_type=qual,
-            exc_message=msg,
-            child_traceback=text,
-            exitcode=self.exitcode,
-            exception=exc,
-        )
-
-    def _death_error(self) -> ChildError:
-        code = self.exitcode
-        sig: str | None = None
-        if code is not None and code < 0:
-            sig = _signame(-code)
-            how = f"was killed by {sig}"
-        else:
-            how = f"exited with code {code}"
-            if code == 255 and self._harness.start_method == "forkserver":
-                how += f" (or {LOST_FORKSERVER_STATUS})"
-        last = self._harness.history.last_operation(self.pid)
-        extra = f"\nIts last queue operation: {last}" if last else ""
-        return ChildError(
-            f"child {self.name!r} (pid {self.pid}, {self._harness.start_method}) {how} "
-            f"before returning a result{extra}",
-            name=self.name,
-            pid=self.pid,
-            exitcode=code,
-            signal=sig,
-        )
-
-    def kill(self) -> None:
-        """Send SIGKILL."""
-        self._process.kill()
-
-    def terminate(self) -> None:
-        """Send SIGTERM."""
-        self._process.terminate()
-
-    def pause(self) -> None:
-        """Stop the whole process (every thread, its queue feeder too) with SIGSTOP.
-
-        Returns once the process is stopped.
-        """
-        os.kill(self.pid, signal.SIGSTOP)
-        self.wait_stopped(5.0)
-
-    def wait_stopped(self, timeout: float | None = None) -> None:
-        """Wait until the process is stopped (by :meth:`pause` or a ``pause`` fault).
-
-        Raises :class:`Hang` if it is not stopped within ``timeout`` seconds.
-        """
-        __tracebackhide__ = True
-        limit = self._harness._limit(timeout)
-        if self.start_method != "forkserver" and self.is_alive():
-            # our own child: the kernel tells us when it stops
-            if _wait_stopped_child(self.pid, limit):
-                return
-        else:
-            # a fork-server child is not ours to wait for: watch its state
-            end = time.monotonic() + limit
-            while time.monotonic() < end:
-                if _all_stopped(self.pid):
-                    return
-                os.sched_yield()
-        if _proc_state(self.pid) not in ("T", "t"):
-            raise self._harness._hang(f"wait_stopped(timeout={timeout}) of {self.name!r}", limit)
-
-    @property
-    def start_method(self) -> str:
-        """The start method the child was started with."""
-        return self._harness.start_method
-
-    def resume(self) -> None:
-        """Resume a paused process (SIGCONT)."""
-        os.kill(self.pid, signal.SIGCONT)
-
-    def stack(self, timeout: float = 5.0) -> str:
-        """The child's current Python stack, every thread, as text (with source lines)."""
-        if not self._process.is_alive():
-            return f"(process exited with code {self.exitcode})"
-        state = _proc_state(self.pid)
-        if state == "T":
-            return "(process is stopped by SIGSTOP: no stack can be taken until it resumes)"
-        if self._conn is None:
-            return "(control channel closed)"
-        self._stack = None
-        try:
-            self._conn.send_bytes(bootstrap.REQ_STACK)
-        except OSError:
-            return "(control channel closed)"
-        end = time.monotonic() + timeout
-        while self._stack is None:
-            left = end - time.monotonic()
-            if left <= 0:
-                return f"(no answer within {timeout}s: the process may hold the GIL in C code)"
-            if not self._pump(left) and self._stack is None:
-                return "(control channel closed: the process is exiting)"
-        return self._stack
-
-    def output(self) -> tuple[str, str]:
-        """What the child wrote to stdout and stderr so far."""
-        return _read(self.out_path), _read(self.err_path)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 class Harness:
@@ -651,16 +129,58 @@ class Harness:
         self._counter = itertools.count(1)
         self._qcounter = itertools.count(1)
         self._manager: Any = None
-        self._hub: _GateHub | None = None
+        self._coordinator: Coordinator | None = None
         self._gates: dict[str, Gate] = {}
+        self._owned: set[int] = set()  # id() of the queues this harness made
         self._started = time.monotonic()
         self._closed = False
         os.makedirs(os.path.join(self.run_dir, "out"))
         self._instr: Any = None
         if method == "forkserver":
-            _preload_forkserver(self.ctx)
+            _spawn.preload_forkserver(self.ctx)
         if instrument:
             self._start_instrument(())
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        start_method: str | None,
+        *,
+        seed: int,
+        test_id: str = "",
+        timeout: float | None = None,
+    ) -> Harness:
+        """A harness for one test from its resolved settings (what the fixture makes).
+
+        ``seed`` is the test's seed; ``timeout`` the test's own timeout (pytest-timeout),
+        if any: the deadline then ends a second (or a fifth) before it, so that mpfault's
+        :class:`Hang`, with every child's stack, fires first.
+        """
+        deadline = settings.deadline
+        if timeout is not None:
+            cap = max(timeout - 1.0, timeout * 0.8)
+            deadline = cap if deadline is None else min(deadline, cap)
+        return cls(
+            start_method or settings.start_methods[0],
+            faults=settings.faults,
+            seed=seed,
+            deadline=deadline,
+            test_id=test_id,
+            grace=settings.grace,
+            tmpdir=settings.tmpdir,
+        )
+
+    @classmethod
+    def from_item(cls, item: pytest.Item, start_method: str | None = None) -> Harness:
+        """The harness of a pytest test: its settings (resolved once per test), its seed
+        (the run's seed, or the marker's, derived with the node id), its deadline."""
+        from ._config import for_item
+
+        settings, seed, timeout = for_item(item)
+        return cls.from_settings(
+            settings, start_method, seed=seed, test_id=item.nodeid, timeout=timeout
+        )
 
     # -- instrumentation ------------------------------------------------------------------
     def _start_instrument(self, faults: Any) -> Any:
@@ -718,6 +238,11 @@ class Harness:
             f"<Harness {self.start_method} seed={self.seed} children={len(self.children)} "
             f"queues={len(self.queues)}>"
         )
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
 
     # -- deadline -------------------------------------------------------------------------
     def _limit(self, timeout: float | None) -> float:
@@ -781,7 +306,7 @@ class Harness:
         process name that fault selectors (``who=``) match.  Returns a :class:`Child`.
         """
         self._check_open()
-        _check_target(target, self.start_method)
+        _spawn.check_target(target, self.start_method)
         n = next(self._counter)
         if name is None:
             base = getattr(target, "__name__", "child")
@@ -795,50 +320,24 @@ class Harness:
         self._names.add(name)
         out_path = os.path.join(self.run_dir, "out", f"{n}.out")
         err_path = os.path.join(self.run_dir, "out", f"{n}.err")
-        parent_end, child_end = self.ctx.Pipe(duplex=True)
-        fork = self.start_method == "fork"
-        spec = bootstrap.ChildSpec(
-            name=name,
-            out_path=out_path,
-            err_path=err_path,
-            control=child_end,
-            payload=bootstrap.Payload((target, args, kwargs)),
-            modules=[] if fork else _modules_for(target, args, kwargs),
-            close_fds=sorted(_LIVE_CONTROL_FDS) if fork else [],
-            parent_end=parent_end if fork else None,
-            parent_pid=os.getpid(),
+        child = _spawn.start(
+            self.ctx,
+            self.start_method,
+            target,
+            args,
+            kwargs,
+            name,
+            out_path,
+            err_path,
+            limit=self._limit,
+            hang=self._hang,
+            last_operation=self._last_operation,
         )
-        process = self.ctx.Process(  # type: ignore[attr-defined]
-            target=bootstrap.run, args=(spec,), name=name, daemon=False
-        )
-        try:
-            # 3.12+ warns when forking a multi-threaded process (queue feeder threads);
-            # the test chose the fork start method on purpose.  (Older versions do not.)
-            with warnings.catch_warnings() if _FORK_WARNS else contextlib.nullcontext():
-                if _FORK_WARNS:
-                    warnings.filterwarnings("ignore", message=".*multi-threaded.*use of fork")
-                with _skip_pytest_main(self.start_method):
-                    process.start()
-        except Exception as exc:
-            parent_end.close()
-            child_end.close()
-            raise SpawnError(
-                f"spawn(): could not start {name!r} under the {self.start_method!r} start "
-                f"method: {type(exc).__name__}: {exc}. Under spawn and forkserver the target "
-                "and every argument are pickled: use module-level functions and classes, and "
-                "pass queues made by this harness."
-            ) from exc
-        child_end.close()
-        # The child's first step creates its output files, which takes a file system
-        # a while (~0.2 ms each here): create them now, while the child starts.
-        for path in (out_path, err_path):
-            with contextlib.suppress(OSError):
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        child = Child(self, process, parent_end, name, out_path, err_path)
-        child.target_name = getattr(target, "__qualname__", None) or repr(target)
-        _LIVE_CONTROL_FDS.add(child._fd)
         self.children.append(child)
         return child
+
+    def _last_operation(self, pid: int) -> str | None:
+        return self.history.last_operation(pid)
 
     # -- queues ---------------------------------------------------------------------------
     def queue(
@@ -898,7 +397,8 @@ class Harness:
 
             exempt(q)  # recorded by the wrapper, not twice
         fq = FaultQueue(q, plan, name, self.run)
-        fq._owned = _owned  # type: ignore[attr-defined]
+        if _owned:
+            self._owned.add(id(fq))
         self.queues.append(fq)
         return fq
 
@@ -914,7 +414,7 @@ class Harness:
     def _validate(self, f: Fault, where: str) -> None:
         for term in f.terms():
             if (
-                term.action in ("kill", "exit", "pause", "gate")
+                REGISTRY[term.action].whole_process
                 and f.who is not None
                 and fnmatch.fnmatchcase(_CONTROLLER_NAME, f.who)
             ):
@@ -936,17 +436,28 @@ class Harness:
         """Make a gate: the process that reaches ``op`` (``before`` or ``after`` it) stops
         there until the test calls :meth:`Gate.release`.  Give it in a queue's faults."""
         self._check_open()
-        if self._hub is None:
-            self._hub = _GateHub(self.run_dir)
+        coordinator = self.coordinator
         if name is None:
             name = f"g{len(self._gates) + 1}"
         if name in self._gates:
             raise MpfaultError(f"gate(): a gate named {name!r} already exists in this test")
-        fault = _gate_fault(name, when=when, op=op, who=who, nth=nth)
+        fault = builders.gate(name, when=when, op=op, who=who, nth=nth)
         self._validate(fault, f"gate {name!r}")
-        g = Gate(self._hub, self, fault, name)
+        g = Gate(coordinator, fault, name, self._limit, self._hang)
         self._gates[name] = g
         return g
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """What decides when the processes parked at this harness's gates go on (made
+        with the first gate): who is parked where, release a gate or one process."""
+        self._check_open()
+        if self._coordinator is None:
+            self._coordinator = PassiveHub(self.run_dir, self._record_release)
+        return self._coordinator
+
+    def _record_release(self, detail: str) -> None:
+        _state.get_state(self.run).recorder.mark("release", "", detail)
 
     # -- history ----------------------------------------------------------------------------
     @property
@@ -954,7 +465,7 @@ class Harness:
         """Every operation on the harness's queues, in every process, so far."""
         return History.read(
             os.path.join(self.run_dir, "events"),
-            processes={c.pid: c.name for c in self.children if c._process.pid is not None},
+            processes={c.pid: c.name for c in self.children if c.process.pid is not None},
         )
 
     def fired(self) -> dict[str, int]:
@@ -984,13 +495,12 @@ class Harness:
         try:
             if self._instr is not None:
                 self._instr.begin_close()
-            problems = self._stop_children()
+            problems = stop_children(self.children, self.grace)
         finally:
             if self._instr is not None:
                 self._instr.end_close()
             self.outputs = self.collect_outputs()
-            for c in self.children:
-                c._close_conn()
+            close_channels(self.children)
             self._release_queues()
             if self._manager is not None:
                 with contextlib.suppress(Exception):
@@ -999,35 +509,10 @@ class Harness:
                 if proc is not None and proc.is_alive():
                     proc.kill()
                     proc.join(2.0)
-            if self._hub is not None:
-                self._hub.close()
+            if self._coordinator is not None:
+                self._coordinator.close()
             _state.forget(self.run_dir)
             shutil.rmtree(self.run_dir, ignore_errors=True)
-        return problems
-
-    def _stop_children(self) -> list[str]:
-        procs = [c for c in self.children if c._process.pid is not None]
-        pids = [c.pid for c in procs]
-        family = _descendants(pids) | {c.pid for c in procs if c.is_alive()}
-        if not family:
-            return []
-        for c in procs:
-            _signal_group(c.pid, signal.SIGTERM)
-            _signal_group(c.pid, signal.SIGCONT)
-        for pid in family:
-            _kill(pid, signal.SIGTERM)
-            _kill(pid, signal.SIGCONT)
-        _wait_all([c for c in procs if c.is_alive()], self.grace)
-        for c in procs:
-            _signal_group(c.pid, signal.SIGKILL)
-        for pid in family:
-            _kill(pid, signal.SIGKILL)
-        _wait_all([c for c in procs if c.is_alive()], 5.0)
-        problems = []
-        for c in procs:
-            c._process.join(0)
-            if c.is_alive():
-                problems.append(f"child {c.name!r} (pid {c.pid}) could not be reaped")
         return problems
 
     def _release_queues(self) -> None:
@@ -1036,79 +521,9 @@ class Harness:
             # a queue the test process put into must not block pytest's exit (row 25)
             for meth in ("cancel_join_thread", "close"):
                 f = getattr(q, meth, None)
-                if f is not None and getattr(fq, "_owned", False):
+                if f is not None and id(fq) in self._owned:
                     with contextlib.suppress(Exception):
                         f()
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(OSError):
-        os.killpg(pgid, sig)
-
-
-def _kill(pid: int, sig: int) -> None:
-    with contextlib.suppress(OSError):
-        os.kill(pid, sig)
-
-
-def _wait_all(children: list[Child], timeout: float) -> None:
-    end = time.monotonic() + timeout
-    pending = [c for c in children if c.is_alive()]
-    while pending:
-        left = end - time.monotonic()
-        if left <= 0:
-            return
-        multiprocessing.connection.wait([c._process.sentinel for c in pending], left)
-        pending = [c for c in pending if c.is_alive()]
-
-
-@contextlib.contextmanager
-def _skip_pytest_main(method: str) -> Any:
-    """Do not make spawn/forkserver children re-import pytest's console script.
-
-    Children normally re-run the parent's ``__main__`` module; when that is the
-    ``pytest`` script it only imports pytest (~0.2 s per child) and defines nothing
-    a child could need.  (``python -m pytest`` is skipped by multiprocessing itself.)
-    """
-    main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None) or ""
-    if (
-        method == "fork"
-        or getattr(main, "__spec__", None) is not None
-        or os.path.basename(path) not in ("pytest", "py.test")
-    ):
-        yield
-        return
-    from multiprocessing import spawn as _spawn
-
-    original = _spawn.get_preparation_data
-
-    def preparation_data(name: str) -> dict[str, Any]:
-        data = original(name)
-        data.pop("init_main_from_path", None)
-        return data
-
-    _spawn.get_preparation_data = preparation_data
-    try:
-        yield
-    finally:
-        _spawn.get_preparation_data = original
-
-
-_PRELOADED = False
-
-
-def _preload_forkserver(ctx: BaseContext) -> None:
-    """Have the fork server import the child runtime once, so children start fast.
-
-    The queue wrapper too (with the fault plans and the event log): a child given a
-    harness queue would import them otherwise, every one of them.
-    """
-    global _PRELOADED
-    if not _PRELOADED:
-        _PRELOADED = True
-        with contextlib.suppress(Exception):
-            ctx.set_forkserver_preload(["mpfault._runtime.bootstrap", "mpfault._runtime.fqueue"])
 
 
 def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
@@ -1121,9 +536,12 @@ def _as_faults(items: Iterable[Fault | Gate | str], where: str) -> list[Fault]:
         elif isinstance(x, Fault):
             out.append(x)
         elif isinstance(x, str):
-            out.extend(_parse_faults(x, source=where))
+            out.extend(grammar.parse(x, source=where))
         else:
             raise MpfaultError(
                 f"{where}: {x!r} is not a fault (use mpfault.faults or a spec string)"
             )
     return out
+
+
+Harness.__module__ = "mpfault"

@@ -11,13 +11,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ._runtime.errors import HistoryError
 from ._runtime.reader import Event, Mark, read_events
 
 __all__ = ["History", "HistoryError", "Item"]
-
-
-class HistoryError(AssertionError):
-    """A checker of the history found a violation (lost, duplicated, reordered items)."""
 
 
 @dataclass(frozen=True)

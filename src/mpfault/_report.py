@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from ._harness import Child, Harness, _proc_state, _signame
+from ._child import Child
+from ._child import signal_name as _signame
+from ._harness import Harness
 from ._history import History
+from ._runtime.procfs import state as _proc_state
 from ._timeline import ProcessInfo, TimelineInput, render_html, render_text, write_html
 
 __all__ = [
@@ -26,7 +29,7 @@ def describe_child(c: Child) -> str:
         status = f"killed by {_signame(-code)}"
     else:
         status = f"exited with code {code}"
-    return f"{c.name} (pid {c._process.pid}): {status}"
+    return f"{c.name} (pid {c.process.pid}): {status}"
 
 
 def output_sections(
@@ -61,7 +64,7 @@ def timeline_input(
         procs.append(
             ProcessInfo(
                 name=c.name,
-                pid=c._process.pid,
+                pid=c.process.pid,
                 role=getattr(c, "target_name", ""),
                 exitcode=code,
                 signal=_signame(-code) if code is not None and code < 0 else None,

@@ -26,6 +26,8 @@ import time
 from types import TracebackType
 from typing import Final
 
+from ._runtime.errors import TimingError
+
 __all__ = [
     "DEFAULT_LIMIT",
     "DEFAULT_SLACK",
@@ -49,29 +51,6 @@ DEFAULT_LIMIT: Final = 0.05
 _default_tolerance: float = DEFAULT_TOLERANCE
 
 ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
-
-
-class TimingError(AssertionError):
-    """A timed queue call did not raise, raised the wrong exception, or took the wrong time.
-
-    Attributes:
-        elapsed: seconds the block took (``nan`` if not measured).
-        expected: the timeout (or limit) in seconds.
-        exception: the exception the block raised, if any.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        elapsed: float,
-        expected: float,
-        exception: BaseException | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.elapsed = elapsed
-        self.expected = expected
-        self.exception = exception
 
 
 def _check_seconds(value: float, what: str, *, positive: bool = False) -> float:

@@ -9,53 +9,10 @@ Build faults with the constructors (:func:`drop`, :func:`delay`, :func:`kill`, .
     assert faults.parse("put#3:drop; get:20%delay(10ms)") == plan
     assert faults.format_plan(plan) == "put#3:drop; get:20%delay(10ms)"
 
-See :mod:`mpfault._runtime.faults` for the spec grammar.
+See :mod:`mpfault._runtime.grammar` for the spec grammar.
 """
 
-from mpfault._runtime.faults import ACTIONS as ACTIONS
-from mpfault._runtime.faults import ANY as ANY
-from mpfault._runtime.faults import GET_OPS as GET_OPS
-from mpfault._runtime.faults import OPS as OPS
-from mpfault._runtime.faults import PUT_OPS as PUT_OPS
-from mpfault._runtime.faults import Fault as Fault
-from mpfault._runtime.faults import FaultSpecError as FaultSpecError
-from mpfault._runtime.faults import chain as chain
-from mpfault._runtime.faults import delay as delay
-from mpfault._runtime.faults import drop as drop
-from mpfault._runtime.faults import duplicate as duplicate
-from mpfault._runtime.faults import empty as empty
-from mpfault._runtime.faults import exit as exit
-from mpfault._runtime.faults import format_plan as format_plan
-from mpfault._runtime.faults import full as full
-from mpfault._runtime.faults import gate as gate
-from mpfault._runtime.faults import kill as kill
-from mpfault._runtime.faults import off as off
-from mpfault._runtime.faults import parse as parse
-from mpfault._runtime.faults import pause as pause
-from mpfault._runtime.faults import raise_ as raise_
-from mpfault._runtime.faults import return_ as return_
+from mpfault._runtime import faults as _faults
+from mpfault._runtime.faults import *  # noqa: F403  # the names of __all__
 
-__all__ = [
-    "ACTIONS",
-    "ANY",
-    "GET_OPS",
-    "OPS",
-    "PUT_OPS",
-    "Fault",
-    "FaultSpecError",
-    "chain",
-    "delay",
-    "drop",
-    "duplicate",
-    "empty",
-    "exit",
-    "format_plan",
-    "full",
-    "gate",
-    "kill",
-    "off",
-    "parse",
-    "pause",
-    "raise_",
-    "return_",
-]
+__all__ = _faults.__all__

@@ -20,6 +20,7 @@ from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any, TypeVar
 
+from .._runtime.procfs import stat_state as _proc_state
 from .._timing import (
     DEFAULT_LIMIT,
     ExceptionTypes,
@@ -127,15 +128,6 @@ def reap(procs: Iterable[BaseProcess], grace: float = GRACE) -> None:
         end = time.monotonic() + grace
         for p in alive:
             p.join(max(0.0, end - time.monotonic()))
-
-
-def _proc_state(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rfind(b")") + 2 :].split(b" ", 1)[0].decode()
 
 
 def wait_blocked(pid: int, tid: int | None = None, timeout: float = DEADLINE) -> bool:

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._runtime.errors import MpfaultError
+
 if TYPE_CHECKING:
     from .context import CheckContext
 
@@ -62,7 +64,7 @@ Figure = float | int | str
 CheckFunc = Callable[["CheckContext"], "Outcome"]
 
 
-class Mismatch(AssertionError):
+class Mismatch(MpfaultError, AssertionError):
     """Raised inside a check function when the observed behaviour is not the expected one.
 
     The message is the observed behaviour; the runner turns it into a ``fail`` (or
@@ -70,7 +72,7 @@ class Mismatch(AssertionError):
     """
 
 
-class Unsupported(Exception):
+class Unsupported(MpfaultError):
     """Raised inside a check function when the queue under test lacks what the check needs.
 
     The message is the reason (for example "the queue has no full()"); the runner turns

@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from .._runtime.errors import MpfaultError
 from .model import ALL_KINDS, Check, Result
 from .runner import ContractRunner, CustomFactory, FactoryError, load_factory, plan, select_rows
 
@@ -95,7 +96,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", MARKER)
 
 
-class ContractViolation(Exception):
+class ContractViolation(MpfaultError):
     """A documented behaviour was violated (the failure of a contract item)."""
 
     def __init__(self, result: Result) -> None:

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from .._errors import LOST_FORKSERVER_STATUS
+from .._errors import LOST_FORKSERVER_STATUS, MpfaultError
 from .._timing import get_default_tolerance
 from .context import Call, CheckContext, QueueFactory, drop_tracebacks
 from .model import (
@@ -67,7 +67,7 @@ CustomFactory = Callable[[BaseContext, int], Any]
 _FORK_WARNING = r"This process .* is multi-threaded, use of fork\(\) may lead to deadlocks"
 
 
-class FactoryError(ValueError):
+class FactoryError(MpfaultError, ValueError):
     """A ``module:factory`` specification that cannot be loaded; the message says why."""
 
 

@@ -15,7 +15,7 @@
  *         planned for it.  Byte for byte the records of Recorder.begin/end.
  *
  * It formats the common items itself (ints, None, plain-ASCII str and bytes)
- * and asks events._item_payload for the others.  Everything runs under the GIL
+ * and asks events.item_payload for the others.  Everything runs under the GIL
  * (the module is not used on free-threaded builds): a record is reserved,
  * filled and published with no Python code running in between; its length is
  * written last, so a reader never sees a half-written record.
@@ -35,6 +35,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__)
@@ -48,13 +49,25 @@
 #error "mpfault._fastrec writes little-endian records on a little-endian machine only"
 #endif
 
-/* struct "<IBBBxhHHHxxqI": see events.py */
+/* The record layout is defined in layout.py; these are its numbers, which the C
+ * module exports as LAYOUT and tests/test_recorder.py checks against layout.py. */
+#define OFF_LENGTH 0
+#define OFF_KIND 4
+#define OFF_OP 5
+#define OFF_OUTCOME 6
+#define OFF_FLAGS 7
+#define OFF_FAULT 8
+#define OFF_QLEN 10
+#define OFF_ALEN 12
+#define OFF_BLEN 14
+#define OFF_PAD 16
+#define OFF_TIME_NS 18
+#define OFF_SEQ 26
 #define REC_SIZE 30
 #define KIND_BEGIN 1
 #define KIND_END 2
 #define OUT_PENDING 0
 #define OUT_OK 1
-/* record flags (events.KEY_*): the key is stored short, the reader rebuilds it */
 #define KEY_INT 1
 #define KEY_TAIL 2
 /* events._MAX: the head of a long str/bytes shown in its short repr */
@@ -219,17 +232,17 @@ log_record(LogObject *log, int kind, int op, int outcome, int flags, PyObject *q
     int16_t fault = -1;
     char *p = log->base + log->pos;
     log->pos += length;
-    p[4] = (char)kind;
-    p[5] = (char)op;
-    p[6] = (char)outcome;
-    p[7] = (char)flags;
-    memcpy(p + 8, &fault, 2);
-    put_u16(p + 10, (unsigned)lq);
-    put_u16(p + 12, (unsigned)la);
-    put_u16(p + 14, (unsigned)lb);
-    put_u16(p + 16, 0);
-    memcpy(p + 18, &t, 8);
-    memcpy(p + 26, &seq32, 4);
+    p[OFF_KIND] = (char)kind;
+    p[OFF_OP] = (char)op;
+    p[OFF_OUTCOME] = (char)outcome;
+    p[OFF_FLAGS] = (char)flags;
+    memcpy(p + OFF_FAULT, &fault, 2);
+    put_u16(p + OFF_QLEN, (unsigned)lq);
+    put_u16(p + OFF_ALEN, (unsigned)la);
+    put_u16(p + OFF_BLEN, (unsigned)lb);
+    put_u16(p + OFF_PAD, 0);
+    memcpy(p + OFF_TIME_NS, &t, 8);
+    memcpy(p + OFF_SEQ, &seq32, 4);
     memcpy(p + REC_SIZE, PyBytes_AS_STRING(qb), (size_t)lq);
     if (la + lb) {
         memcpy(p + REC_SIZE + lq, payload, (size_t)(la + lb));
@@ -295,7 +308,7 @@ Log_write(LogObject *self, PyObject *arg)
     if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    if (view.len < 4 || log_reserve(self, (size_t)view.len) < 0) {
+    if (view.len < OFF_KIND || log_reserve(self, (size_t)view.len) < 0) {
         if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_ValueError, "a record has at least 4 bytes");
         }
@@ -305,7 +318,7 @@ Log_write(LogObject *self, PyObject *arg)
     char *p = self->base + self->pos;
     const char *d = (const char *)view.buf;
     self->pos += (size_t)view.len;
-    memcpy(p + 4, d + 4, (size_t)view.len - 4);
+    memcpy(p + OFF_KIND, d + OFF_KIND, (size_t)view.len - OFF_KIND);
     uint32_t len32;
     memcpy(&len32, d, 4);
     publish(p, len32);
@@ -450,7 +463,7 @@ put_quoted(char *p, int is_bytes, const char *s, Py_ssize_t n)
     return p;
 }
 
-/* events._item_payload for str/bytes whose repr shows their text.
+/* events.item_payload for str/bytes whose repr shows their text.
  * Returns 1 with the payload in buf, 0 if not plain. */
 static int
 text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *la,
@@ -491,7 +504,7 @@ text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *l
     return 1;
 }
 
-/* The payload of obj (events._item_payload) for the common types.
+/* The payload of obj (events.item_payload) for the common types.
  * Returns 1 (done, in buf), 0 (ask Python), -1 (error). */
 static int
 fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb, int *flags)
@@ -551,7 +564,7 @@ typedef struct {
     long long fork_gen;   /* fork_generation when it was made */
     PyObject *current;    /* () -> the Op of the current process */
     PyObject *end_raised; /* (seq, exception) -> records the END of a call that raised */
-    PyObject *fields;     /* events._item_payload */
+    PyObject *fields;     /* events.item_payload */
     PyObject *slow;       /* the pure-Python wrapper, for calls this one does not take */
     PyObject *next;       /* in a forked child: the child's operation, or NULL */
     long long next_gen;   /* the fork_generation next belongs to */
@@ -622,7 +635,7 @@ op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ss
     if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != 4 ||
         !PyBytes_CheckExact(PyTuple_GET_ITEM(t, 0))) {
         Py_DECREF(t);
-        PyErr_SetString(PyExc_TypeError, "_item_payload must return (bytes, int, int, int)");
+        PyErr_SetString(PyExc_TypeError, "item_payload must return (bytes, int, int, int)");
         return -1;
     }
     PyObject *p = PyTuple_GET_ITEM(t, 0);
@@ -633,7 +646,7 @@ op_payload(OpObject *self, PyObject *obj, char *buf, const char **payload, Py_ss
         *la + *lb != PyBytes_GET_SIZE(p) || f < 0 || f > 255) {
         Py_DECREF(t);
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "_item_payload: inconsistent fields");
+            PyErr_SetString(PyExc_ValueError, "item_payload: inconsistent fields");
         }
         return -1;
     }
@@ -960,9 +973,25 @@ fast_payload_py(PyObject *Py_UNUSED(module), PyObject *obj)
     return Py_BuildValue("(y#nni)", buf, la + lb, la, lb, flags);
 }
 
+/* prctl(PR_SET_PDEATHSIG, sig): here, so that a child need not load ctypes (~1 ms) */
+static PyObject *
+set_pdeathsig_py(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    long sig = PyLong_AsLong(arg);
+    if (sig == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (prctl(PR_SET_PDEATHSIG, (unsigned long)sig, 0, 0, 0) != 0) {
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"set_pdeathsig", set_pdeathsig_py, METH_O,
+     "set_pdeathsig(sig)\n--\n\nHave the kernel send this process sig when its parent dies."},
     {"fast_payload", fast_payload_py, METH_O,
-     "fast_payload(obj)\n--\n\n(payload, la, lb, flags) as events._item_payload gives it, for the "
+     "fast_payload(obj)\n--\n\n(payload, la, lb, flags) as events.item_payload gives it, for the "
      "items formatted in C; None for the others."},
     {NULL, NULL, 0, NULL},
 };
@@ -1018,6 +1047,20 @@ PyInit__fastrec(void)
         return NULL;
     }
     if (PyModule_AddIntConstant(m, "RECORD_SIZE", REC_SIZE) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* the numbers of the layout this module writes (checked against layout.py) */
+    PyObject *layout = Py_BuildValue(
+        "{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}",
+        "length", OFF_LENGTH, "kind", OFF_KIND, "op", OFF_OP, "outcome", OFF_OUTCOME,
+        "flags", OFF_FLAGS, "fault", OFF_FAULT, "qlen", OFF_QLEN, "alen", OFF_ALEN,
+        "blen", OFF_BLEN, "pad", OFF_PAD, "time_ns", OFF_TIME_NS, "seq", OFF_SEQ,
+        "SIZE", REC_SIZE, "KIND_BEGIN", KIND_BEGIN, "KIND_END", KIND_END,
+        "OUT_PENDING", OUT_PENDING, "OUT_OK", OUT_OK, "KEY_INT", KEY_INT, "KEY_TAIL", KEY_TAIL,
+        "HEAD", HEAD, "TAIL", TAIL);
+    if (layout == NULL || PyModule_AddObject(m, "LAYOUT", layout) < 0) {
+        Py_XDECREF(layout);
         Py_DECREF(m);
         return NULL;
     }

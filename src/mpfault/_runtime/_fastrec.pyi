@@ -4,6 +4,10 @@ from collections.abc import Callable
 from typing import Any
 
 RECORD_SIZE: int
+#: the offsets and constants of the record layout it writes (see layout.py)
+LAYOUT: dict[str, int]
+
+def set_pdeathsig(sig: int, /) -> None: ...
 
 class Log:
     """An append-only event log mapped from a file descriptor."""

@@ -26,37 +26,36 @@ import pickle
 import re
 import signal
 import sys
-import threading
 import types
 import warnings
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
-__all__ = ["ChildSpec", "Payload", "format_stacks", "run"]
+from . import control as _control
+from .control import Error, Result
+from .control import send as _send
 
-# Messages on the control channel (child -> parent): (tag, ...).
-MSG_STARTED = "started"
-MSG_RESULT = "result"
-MSG_ERROR = "error"
-MSG_STACK = "stack"
-# parent -> child
-REQ_STACK = b"stack"
+__all__ = ["ChildSpec", "Payload", "run"]
 
-_libc: Any = None
-#: libc's prctl(), looked up once here: a forked child (or a fork server's) finds it
-#: resolved, instead of paying for the symbol lookup at start-up
-_prctl: Any = None
-if sys.platform.startswith("linux"):  # pragma: no branch
-    try:
-        import ctypes
+#: prctl(PR_SET_PDEATHSIG, sig), or None where there is none: from the C module where it
+#: is built (loading ctypes costs a spawn child ~1 ms), else libc's through ctypes,
+#: looked up once here (a forked child, or a fork server's, finds it resolved)
+_set_pdeathsig: Any = None
+try:
+    from ._fastrec import set_pdeathsig as _set_pdeathsig
+except ImportError:  # pragma: no cover - an install without the C module
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
 
-        _libc = ctypes.CDLL(None, use_errno=True)
-        _prctl = _libc.prctl
-    except (ImportError, OSError, AttributeError):  # pragma: no cover
-        _libc = _prctl = None
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
-_PR_SET_PDEATHSIG = 1
+            def _set_pdeathsig(sig: int) -> None:
+                _prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+        except (ImportError, OSError, AttributeError):
+            _set_pdeathsig = None
 
 #: The warning os.fork() gives in a multi-threaded process (3.12+), which children
 #: ignore (see run()).  Compiled here once, as warnings.filterwarnings() will: a
@@ -157,8 +156,8 @@ class ChildSpec:
 
 
 def _arm_pdeathsig(sig: int, parent_pid: int) -> None:
-    if _prctl is not None and sig:
-        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if _set_pdeathsig is not None and sig:
+        _set_pdeathsig(int(sig))
     # the parent may have died before prctl took effect; under forkserver our
     # OS parent is the fork server, which exits when the test process does
     if parent_pid and os.getppid() == 1:  # pragma: no cover - a race
@@ -186,79 +185,6 @@ def _redirect(out_path: str, err_path: str) -> None:
     )
 
 
-def _scratch_file() -> Any:
-    """An anonymous file to read faulthandler's output back from."""
-    if hasattr(os, "memfd_create"):
-        return os.fdopen(os.memfd_create("mpfault-stacks"), "w+b")
-    import tempfile  # pragma: no cover - not Linux
-
-    return tempfile.TemporaryFile()  # pragma: no cover
-
-
-_FRAME_LINE = re.compile(r'^  File "(.*)", line (\d+) in (.*)$')
-
-
-def format_stacks() -> str:
-    """Return the Python stack of every thread of this process, with source lines.
-
-    The frames are read by ``faulthandler`` (C, no frame objects made): making
-    frame objects for the running frames of other threads (``sys._current_frames``
-    and ``f_back``) crashes some CPython 3.12 releases later, at exit (seen with a
-    queue's feeder thread blocked in a write: "deallocated BytesIO object has
-    exported buffers", then SIGSEGV).
-    """
-    import faulthandler
-    import linecache
-
-    names = {t.ident: t for t in threading.enumerate()}
-    with _scratch_file() as f:
-        faulthandler.dump_traceback(f, all_threads=True)
-        f.seek(0)
-        text = f.read().decode("utf-8", "replace")
-    blocks: list[tuple[bool, str]] = []
-    for block in text.strip().split("\n\n"):
-        lines = block.splitlines()
-        if not lines:
-            continue
-        head = lines[0]
-        if head.startswith("Current thread"):
-            continue  # the control thread itself
-        try:
-            ident = int(head.split()[1], 16)
-        except (IndexError, ValueError):
-            ident = -1
-        t = names.get(ident)
-        label = f"Thread {t.name!r}" if t is not None else f"Thread {ident:#x}"
-        main = t is threading.main_thread()
-        if main:
-            label += " (main)"
-        out = [f"{label} (most recent call last):"]
-        for line in reversed(lines[1:]):  # faulthandler: most recent call first
-            m = _FRAME_LINE.match(line)
-            if m is None:
-                out.append(line)  # "  ..." (truncated) or "  <no Python frame>"
-                continue
-            filename, lineno, func = m.group(1), int(m.group(2)), m.group(3)
-            out.append(f'  File "{filename}", line {lineno}, in {func}')
-            source = linecache.getline(filename, lineno).strip()
-            if source:
-                out.append(f"    {source}")
-        blocks.append((main, "\n".join(out)))
-    blocks.sort(key=lambda b: not b[0])  # the main thread first
-    return "\n\n".join(b for _, b in blocks)
-
-
-_send_lock = threading.Lock()
-
-
-def _send(control: Connection, msg: tuple[Any, ...]) -> None:
-    # what control.send(msg) sends (the messages are plain data), pickled with
-    # the C pickler directly, outside the lock
-    data = pickle.dumps(msg)
-    with _send_lock:
-        control.send_bytes(data)
-
-
 def _control_loop(control: Connection) -> None:
     """Serve stack requests; exit the process when the parent goes away."""
     while True:
@@ -270,9 +196,11 @@ def _control_loop(control: Connection) -> None:
                 os.killpg(0, signal.SIGKILL)
             finally:
                 os._exit(71)
-        if req == REQ_STACK:
+        if req == _control.STACK_REQUEST:
             try:
-                _send(control, (MSG_STACK, format_stacks()))
+                from .stacks import format_stacks  # loaded on the first request
+
+                _control.send(control, _control.Stack(format_stacks()))
             except (OSError, ValueError):  # pragma: no cover
                 os._exit(71)
 
@@ -354,7 +282,7 @@ def run(spec: ChildSpec) -> None:
         target, args, kwargs = spec.payload.load()
     except BaseException as exc:
         qual, msg, text = _describe(exc)
-        _send(control, (MSG_ERROR, qual, f"could not load the target: {msg}", text, None))
+        _send(control, Error(qual, f"could not load the target: {msg}", text, None))
         sys.stderr.write(text)
         raise SystemExit(1)
     try:
@@ -366,7 +294,7 @@ def run(spec: ChildSpec) -> None:
         except Exception:
             blob = None
         try:
-            _send(control, (MSG_ERROR, qual, msg, text, blob))
+            _send(control, Error(qual, msg, text, blob))
         except Exception:  # pragma: no cover
             pass
         if isinstance(exc, SystemExit):
@@ -378,10 +306,10 @@ def run(spec: ChildSpec) -> None:
         qual, msg, text = _describe(exc)
         _send(
             control,
-            (MSG_ERROR, qual, f"the target's return value cannot be pickled: {msg}", text, None),
+            Error(qual, f"the target's return value cannot be pickled: {msg}", text, None),
         )
         raise SystemExit(1)
-    _send(control, (MSG_RESULT, data))
+    _send(control, Result(data))
 
 
 def arm_helper(parent_pid: int) -> None:

@@ -13,20 +13,7 @@ died or when the history was read (Jepsen's ``:info``).  ``MARK`` records note
 process-level events: a fault that killed, paused or gated the process, a
 queue's plan.
 
-Records (little endian)::
-
-    u32 length  u8 kind  u8 op  u8 outcome  u8 flags  i16 fault  u16 qlen  u16 alen
-    u16 blen  u16 pad  i64 time_ns  u32 seq   then qname, a, b (utf-8)
-
-For BEGIN, ``a`` is the item's short repr and ``b`` its identity key; for END,
-``a`` is the returned item's short repr, ``b`` its key or the exception's type
-name.  For MARK, ``op`` is a mark kind, ``a`` its detail.
-
-``flags`` say that ``b`` is stored short, to be rebuilt by the reader (fewer bytes
-a record: the pages of the log are most of what recording costs): ``KEY_INT``,
-``b`` is empty and the key is ``"int:" + a``; ``KEY_TAIL``, ``a`` is the short repr
-of a long str or bytes (``b'<first 40>'…(<length>)``) and ``b`` holds only its last
-32 characters.
+The layout of the files and records is :mod:`.layout`.
 """
 
 from __future__ import annotations
@@ -36,33 +23,53 @@ import functools
 import itertools
 import mmap
 import os
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .layout import (
+    HEADER,
+    HEADER_SIZE,
+    KEY_INT,
+    KEY_TAIL,
+    KIND_BEGIN,
+    KIND_END,
+    KIND_MARK,
+    MAGIC,
+    OUT_OK,
+    OUT_PENDING,
+    OUT_RAISED,
+    OUTCOMES,
+)
+from .layout import SIZE as _REC_SIZE
+from .layout import pack as _pack_rec
+
 __all__ = [
+    "HEADER_SIZE",
+    "INT_DIGITS",
+    "INT_LIMIT",
+    "KEY_INT",
+    "KEY_TAIL",
+    "KIND_BEGIN",
+    "KIND_END",
+    "KIND_MARK",
+    "MAGIC",
     "OPS",
+    "OUTCOMES",
+    "OUT_OK",
+    "OUT_PENDING",
+    "OUT_RAISED",
     "Recorder",
+    "full_key",
     "item_key",
+    "item_payload",
     "short_repr",
+    "utf8",
 ]
 
-MAGIC = b"MPFEV001"
-HEADER_SIZE = 512
-_REC = struct.Struct("<IBBBBhHHHxxqI")
-_REC_SIZE = _REC.size
 _INITIAL_SIZE = 1 << 20
-
-#: record flags (see the module docstring)
-KEY_INT = 1
-KEY_TAIL = 2
-
-KIND_BEGIN = 1
-KIND_END = 2
-KIND_MARK = 3
 
 #: Queue operations, by code.  Index 0 is unused.
 OPS: tuple[str, ...] = (
@@ -102,13 +109,10 @@ MARKS: tuple[str, ...] = (
     "start",  # a child process started its target (detail: target name)
     "return",  # the child's target returned
     "raise",  # the child's target raised (detail: exception type)
+    "release",  # the test process released a gate (detail: gate, and who if one process)
 )
 MARK_CODES: dict[str, int] = {name: i for i, name in enumerate(MARKS) if name}
 
-OUTCOMES: tuple[str, ...] = ("pending", "ok", "raised")
-OUT_PENDING = 0
-OUT_OK = 1
-OUT_RAISED = 2
 
 _SIMPLE = (int, float, bool, type(None))
 _MAX = 40
@@ -192,7 +196,7 @@ def item_key(obj: object) -> str:
     return f"{t.__name__}:{r}"
 
 
-def _utf8(s: str) -> bytes:
+def utf8(s: str) -> bytes:
     b = s.encode("utf-8", "replace")
     return b if len(b) <= _MAXB else b[:_MAXB]
 
@@ -235,7 +239,7 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
             if n <= 64:
                 return btext, b"bytes:b'%s'" % b
             return btext, b"bytes:%d:b'%s':b'%s'" % (n, head[:32], tail)
-        return _utf8(_short_str(b)), _utf8(_key_str(b, t))
+        return utf8(_short_str(b)), utf8(_key_str(b, t))
     if t is str:
         s: str = obj  # type: ignore[assignment]
         n = len(s)
@@ -249,7 +253,7 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
             if n <= 64:
                 return text, f"str:'{s}'".encode()
             return text, f"str:{n}:'{shead[:32]}':'{stail}'".encode()
-        return _utf8(_short_str(s)), _utf8(_key_str(s, t))
+        return utf8(_short_str(s)), utf8(_key_str(s, t))
     if t in _SIMPLE:
         r = _repr_simple(obj).encode()
         return r, t.__name__.encode() + b":" + r
@@ -257,17 +261,17 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
         r_ = repr(obj)
     except Exception as e:  # a broken __repr__ must not break the queue
         return (
-            _utf8(f"<{t.__name__} repr failed: {type(e).__name__}>"),
-            _utf8(f"{t.__name__}:id"),
+            utf8(f"<{t.__name__} repr failed: {type(e).__name__}>"),
+            utf8(f"{t.__name__}:id"),
         )
     short = r_ if len(r_) <= 60 else r_[:57] + "..."
     if _ADDR in r_:
         r_ = _no_addresses(r_)
     key = r_ if len(r_) <= 200 else f"{len(r_)}:{r_[:96]}:{r_[-96:]}"
-    return _utf8(short), _utf8(f"{t.__name__}:{key}")
+    return utf8(short), utf8(f"{t.__name__}:{key}")
 
 
-def _item_payload(obj: object) -> tuple[bytes, int, int, int]:
+def item_payload(obj: object) -> tuple[bytes, int, int, int]:
     """``_item_fields(obj)`` joined, the length of each field as stored, and the
     record flags: the key is stored short where the reader can rebuild it.
 
@@ -305,9 +309,9 @@ def _item_payload(obj: object) -> tuple[bytes, int, int, int]:
     return ab + bb, len(ab), len(bb), 0
 
 
-def _full_key(flags: int, a: str, b: str) -> str:
+def full_key(flags: int, a: str, b: str) -> str:
     """The key of a record whose ``flags`` say it is stored short (the reader's side
-    of ``_item_payload``)."""
+    of ``item_payload``)."""
     if flags & KEY_INT:
         return "int:" + a
     if flags & KEY_TAIL:  # a = "b'<head>'…(<n>)" or "'<head>'…(<n>)"; b = the tail
@@ -319,14 +323,11 @@ def _full_key(flags: int, a: str, b: str) -> str:
     return b
 
 
-_pack_rec = _REC.pack
 _now = time.monotonic_ns
-#: where (time, seq) start in a record: they end its fixed part
-_TS_AT = _REC_SIZE - 12
 #: ints with fewer digits (and sign) than this have a packer of their own
-_INT_DIGITS = 21
+INT_DIGITS = 21
 #: ints within these bounds are formatted inline (and never hit the digit limit)
-_INT_LIMIT = 10 ** (_INT_DIGITS - 1)
+INT_LIMIT = 10 ** (INT_DIGITS - 1)
 #: Without a GIL (free-threaded builds), ``next()`` on a counter and ``mmap.write``
 #: are not atomic: the recorder then takes its lock for them.
 _GIL = bool(getattr(sys, "_is_gil_enabled", lambda: True)())
@@ -425,9 +426,9 @@ class Recorder:
             os.close(self._fd)
             raise
         header = _header(self.pid, process)
-        if len(header) > HEADER_SIZE - 12:
+        if len(header) > HEADER_SIZE - HEADER.size:
             header = _header(self.pid, process[:200])
-        os.pwrite(self._fd, MAGIC + struct.pack("<I", len(header)) + header, 0)
+        os.pwrite(self._fd, HEADER.pack(MAGIC, len(header)) + header, 0)
         self._lock = threading.Lock()
         #: the log in C (``_fastrec``), or None: the mapping below, in Python
         self._log: Any = None
@@ -514,12 +515,23 @@ class Recorder:
     def _append(
         self, kind: int, op: int, outcome: int, fault: int, queue: str, a: str, b: str, seq: int
     ) -> None:
-        qb = _utf8(queue)
-        ab = _utf8(a)
-        bb = _utf8(b)
+        qb = utf8(queue)
+        ab = utf8(a)
+        bb = utf8(b)
         length = _REC_SIZE + len(qb) + len(ab) + len(bb)
         self._write(
-            _pack_rec(length, kind, op, outcome, 0, fault, len(qb), len(ab), len(bb), _now(), seq)
+            _pack_rec(
+                length=length,
+                kind=kind,
+                op=op,
+                outcome=outcome,
+                fault=fault,
+                qlen=len(qb),
+                alen=len(ab),
+                blen=len(bb),
+                time_ns=_now(),
+                seq=seq,
+            )
             + qb
             + ab
             + bb
@@ -560,11 +572,24 @@ class Recorder:
     ) -> Callable[..., Any]:
         """``call`` (queue operation ``op`` on ``queue``), recording its BEGIN and END.
 
-        The records are those of ``begin``/``end`` (see ``_wrap_py``), written by
+        The records are those of ``begin``/``end`` (see ``pyrec.wrap``), written by
         the C module when it is there (``accelerated``), else by Python.
         """
+        from .pyrec import wrap as wrap_py  # the recorder in Python: made when needed
+
         make_py = functools.partial(
-            self._wrap_py, queue, op, call, has_item, generation_of, generation, current
+            wrap_py,
+            queue,
+            op,
+            call,
+            has_item,
+            generation_of,
+            generation,
+            current,
+            write=self._fast_write,
+            slow_write=self._slow_write,
+            seqs=self._seq_iter,
+            end=self.end,
         )
         if self._log is None:
             return make_py()
@@ -584,146 +609,9 @@ class Recorder:
         # The C operation notices a fork by itself (pthread_atfork) and then asks
         # current() for the child's.
         fn: Callable[..., Any] = self._log.wrap(
-            _utf8(queue), op, call, has_item, current, end_raised, _item_payload, slow
+            utf8(queue), op, call, has_item, current, end_raised, item_payload, slow
         )
         return fn
-
-    def _wrap_py(
-        self,
-        queue: str,
-        op: int,
-        call: Callable[..., Any],
-        has_item: bool,
-        generation_of: Any,
-        generation: int,
-        current: Callable[[], Callable[..., Any]],
-    ) -> Callable[..., Any]:
-        """``wrap`` in Python.
-
-        The records are those of ``begin``/``end`` (BEGIN with the item given,
-        for an operation that takes one (``has_item``: its first argument);
-        END with the item returned, for one that does not; an exception's type
-        name).  This is FaultQueue's fast path, with the queue's name and the
-        constant fields encoded once, here, and the records built inline.
-
-        The wrapper belongs to this process's recorder: once
-        ``generation_of._generation`` differs from ``generation`` (a forked
-        child), it hands every call to ``current()``.
-        """
-        qb = _utf8(queue)
-        lq = len(qb)
-        base = _REC_SIZE + lq
-        fast_write = self._fast_write  # raises ValueError when full: slow_write
-        slow_write = self._slow_write
-        seqs = self._seq_iter
-        now = _now
-        fields = _item_payload
-        end = self.end
-        raised = OUT_RAISED
-        # A record with no item: all known now but (time, seq); one struct packs
-        # it whole, with the bytes around (time, seq) as constants.
-        pack_bare = struct.Struct(f"<{_TS_AT}sqI{lq}s").pack
-
-        def bare(kind: int, outcome: int) -> tuple[bytes, bytes]:
-            rec = _pack_rec(base, kind, op, outcome, 0, -1, lq, 0, 0, 0, 0) + qb
-            return rec[:_TS_AT], rec[_TS_AT + 12 :]
-
-        # A record with an item: its fixed part and the queue's name, then the
-        # item's fields.
-        pack_item = struct.Struct(f"<I8sHHxxqI{lq}s").pack
-
-        # An int's field is "<digits>" (its key "int:<digits>" is rebuilt by the
-        # reader): for each number of digits, all but (time, seq) and the digits is
-        # known now.
-        def int_packers(kind: int, outcome: int) -> list[Callable[..., bytes]]:
-            out: list[Callable[..., bytes]] = []
-            for la in range(_INT_DIGITS):
-                head = _pack_rec(base + la, kind, op, outcome, KEY_INT, -1, lq, la, 0, 0, 0)
-                pack = struct.Struct(f"<{_TS_AT}sqI{lq}s{la}s").pack
-                out.append(functools.partial(pack, head[:_TS_AT]))
-            return out
-
-        def consts(kind: int, outcome: int) -> tuple[bytes, ...]:
-            """The record's bytes 4..12 (kind to qlen), for each value of flags."""
-            return tuple(
-                _pack_rec(0, kind, op, outcome, f, -1, lq, 0, 0, 0, 0)[4:12]
-                for f in range(KEY_TAIL + 1)
-            )
-
-        if has_item:
-            begin_const = consts(KIND_BEGIN, OUT_PENDING)
-            begin_int = int_packers(KIND_BEGIN, OUT_PENDING)
-            end_pre, end_post = bare(KIND_END, OUT_OK)
-
-            def put(obj: Any, *args: Any, **kwargs: Any) -> Any:
-                if generation_of._generation != generation:
-                    return current()(obj, *args, **kwargs)
-                if (
-                    type(obj) is int
-                    and -_INT_LIMIT < obj < _INT_LIMIT
-                    and (la := len(ab := b"%d" % obj)) < _INT_DIGITS
-                ):
-                    seq = next(seqs)
-                    data = begin_int[la](now(), seq, qb, ab)
-                else:
-                    payload, la, lb, flags = fields(obj)
-                    seq = next(seqs)
-                    data = (
-                        pack_item(base + la + lb, begin_const[flags], la, lb, now(), seq, qb)
-                        + payload
-                    )
-                try:
-                    fast_write(data)
-                except ValueError:
-                    slow_write(data)
-                try:
-                    res = call(obj, *args, **kwargs) if args or kwargs else call(obj)
-                except BaseException as e:
-                    end(seq, queue, op, raised, -1, "", type(e).__name__)
-                    raise
-                data = pack_bare(end_pre, now(), seq, end_post)
-                try:
-                    fast_write(data)
-                except ValueError:
-                    slow_write(data)
-                return res
-
-            return put
-
-        begin_pre, begin_post = bare(KIND_BEGIN, OUT_PENDING)
-        end_const = consts(KIND_END, OUT_OK)
-        end_int = int_packers(KIND_END, OUT_OK)
-
-        def get(*args: Any, **kwargs: Any) -> Any:
-            if generation_of._generation != generation:
-                return current()(*args, **kwargs)
-            seq = next(seqs)
-            data = pack_bare(begin_pre, now(), seq, begin_post)
-            try:
-                fast_write(data)
-            except ValueError:
-                slow_write(data)
-            try:
-                res = call(*args, **kwargs) if args or kwargs else call()
-            except BaseException as e:
-                end(seq, queue, op, raised, -1, "", type(e).__name__)
-                raise
-            if (
-                type(res) is int
-                and -_INT_LIMIT < res < _INT_LIMIT
-                and (la := len(ab := b"%d" % res)) < _INT_DIGITS
-            ):
-                data = end_int[la](now(), seq, qb, ab)
-            else:
-                payload, la, lb, flags = fields(res)
-                data = pack_item(base + la + lb, end_const[flags], la, lb, now(), seq, qb) + payload
-            try:
-                fast_write(data)
-            except ValueError:
-                slow_write(data)
-            return res
-
-        return get
 
     def close(self) -> None:
         """Release the mapping (the file and its records stay)."""

@@ -579,7 +579,7 @@ def _serve(sock: socket.socket, controller: int) -> None:
     """Answer stack requests; end this process when the test process is gone."""
     import select
 
-    from .bootstrap import format_stacks
+    from .stacks import format_stacks
 
     try:
         pidfd = os.pidfd_open(controller)

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
-from .events import (
-    _REC,
-    _REC_SIZE,
+from .events import MARKS, OPS, full_key
+from .layout import (
+    HEADER,
     HEADER_SIZE,
     KIND_BEGIN,
     KIND_END,
+    KIND_MARK,
     MAGIC,
-    MARKS,
-    OPS,
+    NAMES,
     OUTCOMES,
-    _full_key,
+    RECORD,
+    SIZE,
 )
 
 __all__ = ["Event", "Mark", "read_events"]
@@ -87,14 +87,39 @@ class _Pending:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class Record(NamedTuple):
+    """A record's fixed part, by field (every field of FIELDS but the padding)."""
+
+    length: int = 0
+    kind: int = 0
+    op: int = 0
+    outcome: int = 0
+    flags: int = 0
+    fault: int = 0
+    qlen: int = 0
+    alen: int = 0
+    blen: int = 0
+    time_ns: int = 0
+    seq: int = 0
+
+
+if Record._fields != NAMES:  # pragma: no cover - a mistake here or in layout.py
+    raise ImportError(f"layout: Record has {Record._fields}, FIELDS name {NAMES}")
+
+
+Event.__module__ = Mark.__module__ = "mpfault"  # their public names
+
+
 def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]]:
     with open(path, "rb") as f:
         data = f.read()
-    if len(data) < HEADER_SIZE or data[:8] != MAGIC:
+    if len(data) < HEADER_SIZE:
         return [], [], {}
-    (hlen,) = struct.unpack_from("<I", data, 8)
+    magic, hlen = HEADER.unpack_from(data, 0)
+    if magic != MAGIC:
+        return [], [], {}
     try:
-        header = json.loads(data[12 : 12 + hlen])
+        header = json.loads(data[HEADER.size : HEADER.size + hlen])
     except ValueError:
         return [], [], {}
     pid = int(header["pid"])
@@ -106,20 +131,22 @@ def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]
     marks: list[Mark] = []
     plans: dict[str, list[str]] = {}
     n = len(data)
-    while off + _REC_SIZE <= n:
-        (length, kind, op, outcome, flags, fault, qlen, alen, blen, t_ns, seq) = _REC.unpack_from(
-            data, off
-        )
-        if length == 0 or off + length > n or kind not in (1, 2, 3):
+    make = Record._make
+    unpack = RECORD.unpack_from
+    while off + SIZE <= n:
+        rec = make(unpack(data, off))
+        length, kind, op, fault = rec.length, rec.kind, rec.op, rec.fault
+        qlen, alen, blen, t_ns, seq = rec.qlen, rec.alen, rec.blen, rec.time_ns, rec.seq
+        if length == 0 or off + length > n or kind not in (KIND_BEGIN, KIND_END, KIND_MARK):
             break
-        p = off + _REC_SIZE
+        p = off + SIZE
         queue = data[p : p + qlen].decode("utf-8", "replace")
         p += qlen
         a = data[p : p + alen].decode("utf-8", "replace")
         p += alen
         b = data[p : p + blen].decode("utf-8", "replace")
-        if flags:
-            b = _full_key(flags, a, b)
+        if rec.flags:
+            b = full_key(rec.flags, a, b)
         off += length
         if kind == KIND_BEGIN:
             begins[seq] = _Pending(t_ns, queue, OPS[op], a, b)
@@ -129,7 +156,7 @@ def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]
             if pend is not None:
                 pend.extra = {
                     "end": t_ns,
-                    "outcome": OUTCOMES[outcome] if outcome < len(OUTCOMES) else "?",
+                    "outcome": OUTCOMES[rec.outcome] if rec.outcome < len(OUTCOMES) else "?",
                     "fault": fault,
                     "a": a,
                     "b": b,

@@ -40,13 +40,14 @@ __all__ = [
 GATES_DIR = "gates"
 COORD_SOCK = "coord.sock"
 
-_generation = 0
+#: a number that changes in every forked child (read directly on the hot path)
+fork_generation = 0
 _lock = threading.Lock()
 
 
 def _after_fork() -> None:
-    global _generation, _lock
-    _generation += 1
+    global fork_generation, _lock
+    fork_generation += 1
     _states.clear()
     _lock = threading.Lock()
 
@@ -56,7 +57,7 @@ os.register_at_fork(after_in_child=_after_fork)
 
 def generation() -> int:
     """A number that changes in every forked child (cheap staleness check)."""
-    return _generation
+    return fork_generation
 
 
 def derive_seed(*parts: object) -> int:

@@ -140,7 +140,7 @@ def test_pool_map_is_recorded_with_no_false_loss(mpfault: Harness) -> None:
 
 
 def test_pool_worker_killed_after_taking_a_task(mpfault: Harness) -> None:
-    with mpfault.instrument(faults={"*pool.py*": "get@*PoolWorker-*#1:kill(after)"}):
+    with mpfault.instrument(faults={"*pool.py*": "got@*PoolWorker-*#2:kill(after)"}):
         pool = mpfault.ctx.Pool(2)
         res = pool.map_async(square, range(6), chunksize=1)
         dead = killed_worker(mpfault)
@@ -150,12 +150,12 @@ def test_pool_worker_killed_after_taking_a_task(mpfault: Harness) -> None:
     assert fate.startswith(f"{dead.name} (pid {dead.pid}) was killed by SIGKILL right after get()")
     assert "SimpleQueue@multiprocessing/pool.py:" in fate
     fired = {k: n for k, n in mpfault.fired().items() if n}
-    assert fired == {f"{dead.fate().split(chr(39))[1]}: get@*PoolWorker-*#1:kill(after)": 1}
+    assert fired == {f"{dead.fate().split(chr(39))[1]}: got@*PoolWorker-*#2:kill(after)": 1}
 
 
 def test_nothing_is_left_after_teardown(tmp_path: Any) -> None:
     h = Harness(start_method="fork", tmpdir=str(tmp_path), deadline=30)
-    with h, h.instrument(faults={"*": "get@*PoolWorker-*#1:kill(after)"}):
+    with h, h.instrument(faults={"*": "got@*PoolWorker-*#2:kill(after)"}):
         pool = h.ctx.Pool(2)
         pool.map_async(square, range(4), chunksize=1)
         killed_worker(h)
@@ -247,3 +247,26 @@ def test_items_whose_repr_has_an_address_match(mpfault: Harness) -> None:
         p.join(30)
     mpfault.history.assert_no_loss()
     mpfault.history.assert_no_duplicates()
+
+
+def count_gets(q: Any, n: int) -> list[Any]:
+    import queue
+
+    got = []
+    while len(got) < n:
+        try:
+            got.append(q.get(timeout=0.01))  # polls: most of these gets end in Empty
+        except queue.Empty:
+            pass
+    return got
+
+
+def test_got_kills_after_the_third_item_whatever_the_polling(mpfault: Harness) -> None:
+    q = mpfault.queue(faults=["got@poller#3:kill(after)"])
+    c = mpfault.spawn(count_gets, q, 10, name="poller")
+    for i in range(10):
+        q.put(i)
+    with pytest.raises(Exception, match="killed by SIGKILL"):
+        c.result(timeout=60)
+    got = [e.result for e in mpfault.history.ops("get", process="poller", outcome="ok")]
+    assert got == ["0", "1", "2"]

@@ -169,6 +169,7 @@ class Harness:
             test_id=test_id,
             grace=settings.grace,
             tmpdir=settings.tmpdir,
+            instrument=settings.instrument,
         )
 
     @classmethod

@@ -270,14 +270,16 @@ def _original(cls: type, op: str) -> Any:
 
 def _queue_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _INFLIGHT.append(None)
+        sh = self.__dict__.get(_SHADOW)
+        if sh is None or sh._mpf_session is not _SESSION:
+            return orig(self, *args, **kwargs)
+        tls = _tls
+        prev = getattr(tls, "q", None)
+        if prev is self:  # inside an operation of this queue: its own business
+            return orig(self, *args, **kwargs)
+        _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
         try:
-            sh = self.__dict__.get(_SHADOW)
-            if sh is None or sh._mpf_session is not _SESSION:
-                return orig(self, *args, **kwargs)
-            tls = _tls
-            prev = getattr(tls, "q", None)
-            if prev is self:  # inside an operation of this queue: its own business
+            if sh._mpf_session is not _SESSION:
                 return orig(self, *args, **kwargs)
             tls.q = self
             try:
@@ -300,24 +302,26 @@ def _conn_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
     as_queue_op = {"send": "put", "recv": "get"}.get(op)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-        _INFLIGHT.append(None)
-        try:
-            d = self.__dict__
-            sh = d.get(_SHADOW)
-            if sh is None or sh._mpf_session is not _SESSION:
+        d = self.__dict__
+        sh = d.get(_SHADOW)
+        if sh is None or sh._mpf_session is not _SESSION:
+            return orig(self, *args, **kwargs)
+        owner = d.get(_OWNER)
+        tls = _tls
+        prev = getattr(tls, "q", None)
+        if owner is not None:
+            if as_queue_op is None or prev is owner:  # the queue's own use of its pipe
                 return orig(self, *args, **kwargs)
-            owner = d.get(_OWNER)
-            tls = _tls
-            prev = getattr(tls, "q", None)
-            if owner is not None:
-                if as_queue_op is None or prev is owner:
-                    return orig(self, *args, **kwargs)
-                name = as_queue_op
-            else:
-                if prev is self:  # pragma: no cover - no public op calls another
-                    return orig(self, *args, **kwargs)
-                owner = self
-                name = op
+            name = as_queue_op
+        else:
+            if prev is self:  # pragma: no cover - no public op calls another
+                return orig(self, *args, **kwargs)
+            owner = self
+            name = op
+        _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
+        try:
+            if sh._mpf_session is not _SESSION:
+                return orig(self, *args, **kwargs)
             tls.q = owner
             try:
                 return getattr(sh, name)(*args, **kwargs)

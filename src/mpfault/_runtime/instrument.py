@@ -626,7 +626,10 @@ def _announce(proc: Any, s: _Session) -> None:
         pass
     d = os.path.join(run.run_dir, ADOPTED_DIR)
     try:
-        os.makedirs(d, exist_ok=True)
+        try:
+            os.mkdir(d)  # not makedirs: a run directory already removed stays removed
+        except FileExistsError:
+            pass
         tmp = os.path.join(d, f".{pid}")
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(f"{os.getppid()}\n{proc.name}\n")

@@ -204,12 +204,16 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--strict-markers")
     result.assert_outcomes(passed=1)
     help_text = pytester.runpytest_subprocess("--markers").stdout.str()
-    assert "@pytest.mark.mpfault(*specs, start_methods=None, deadline=None, seed=None)" in help_text
+    assert (
+        "@pytest.mark.mpfault(*specs, start_methods=None, deadline=None, seed=None, "
+        "instrument=False)" in help_text
+    )
     options = pytester.runpytest_subprocess("--help").stdout.str()
     for name in [
         "--mpfault-start-methods",
         "--mpfault=SPEC",
         "--mpfault-seed",
+        "--mpfault-instrument",
         "--mpfault-deadline",
         "--mpfault-report",
         "mpfault_faults",

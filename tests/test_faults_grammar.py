@@ -432,7 +432,8 @@ ERRORS = [
     (
         "pt:drop",
         "unknown op 'pt' (expected one of: put, put_nowait, get, get_nowait, qsize, empty, full,"
-        " close, join_thread, cancel_join_thread, task_done, join, *, net)",
+        " close, join_thread, cancel_join_thread, task_done, join, send, recv, send_bytes,"
+        " recv_bytes, poll, got, *, net)",
     ),
     ("get:full", "action 'full' does not apply to op 'get' (it applies to: put, put_nowait)"),
     (

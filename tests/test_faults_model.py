@@ -52,7 +52,8 @@ def test_constants() -> None:
     assert {"put", "put_nowait"} == PUT_OPS
     assert {"get", "get_nowait"} == GET_OPS
     ops = ["qsize", "empty", "full", "close", "join_thread", "cancel_join_thread", "task_done"]
-    assert {*PUT_OPS, *GET_OPS, *ops, "join"} == OPS
+    conn = ["send", "recv", "send_bytes", "recv_bytes", "poll"]  # instrumented connections
+    assert {*PUT_OPS, *GET_OPS, *ops, "join", *conn} == OPS
     assert F.ACTIONS == (
         "delay",
         "full",

@@ -62,6 +62,9 @@ def _wait_stopped_child(pid: int, timeout: float) -> bool:
 class Child:
     """A process started by :meth:`Harness.spawn`."""
 
+    #: True for a process the code under test started itself (instrumentation adopts it)
+    adopted = False
+
     def __init__(
         self,
         process: multiprocessing.process.BaseProcess,

@@ -77,13 +77,19 @@ HELP = {
         "children's output; removed after each test) (default: the system's temporary "
         "directory)"
     ),
+    "instrument": (
+        "Instrument every test (also those that do not use the mpfault fixture): every "
+        "multiprocessing queue, pipe and process the code under test makes is recorded, "
+        "takes the faults (--mpfault) and is stopped at teardown"
+    ),
     "report": "Write an HTML timeline of every failing test that used mpfault into DIR",
 }
 
 MARKER_HELP = (
-    "mpfault(*specs, start_methods=None, deadline=None, seed=None): fault specs applied to "
-    "every queue of the test's harness; start methods the test runs under; its deadline in "
-    "seconds; a fixed seed for its probabilistic faults"
+    "mpfault(*specs, start_methods=None, deadline=None, seed=None, instrument=False): fault "
+    "specs applied to every queue of the test's harness; start methods the test runs under; "
+    "its deadline in seconds; a fixed seed for its probabilistic faults; instrument the "
+    "queues, pipes and processes the code under test makes"
 )
 
 ENV = {
@@ -92,6 +98,7 @@ ENV = {
     "seed": "MPFAULT_SEED",
     "deadline": "MPFAULT_DEADLINE",
     "tmpdir": TMPDIR_ENV,
+    "instrument": "MPFAULT_INSTRUMENT",
 }
 
 DEFAULT_DEADLINE = 60.0
@@ -111,6 +118,7 @@ class Settings:
     grace: float = DEFAULT_GRACE
     timeout_tolerance: float = DEFAULT_TOLERANCE
     tmpdir: str | None = None
+    instrument: bool = False
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -203,6 +211,18 @@ def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
     return tuple(out)
 
 
+def _bool(value: Any, where: str) -> bool:
+    """An on/off setting: 1/true/yes/on or 0/false/no/off (empty: off)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise _usage(f"{where} must be 1/true/yes/on or 0/false/no/off, got {value!r}")
+
+
 def _tmpdir(config: pytest.Config, env: Any) -> str | None:
     """The run files directory: ini < env < option (a relative path in the ini file is
     relative to that file's directory); None: the harness's default."""
@@ -285,15 +305,25 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         False,
     )
     tmpdir = _tmpdir(config, env)
+    # instrumentation
+    instrument = _bool(config.getini("mpfault_instrument"), "ini mpfault_instrument")
+    if env.get(ENV["instrument"]):
+        instrument = _bool(env[ENV["instrument"]], f"env {ENV['instrument']}")
+    if config.getoption("mpfault_instrument", None):
+        instrument = True
     if marker is not None:
         where = f"@pytest.mark.mpfault on {nodeid}" if nodeid else "@pytest.mark.mpfault"
         kw = dict(marker.kwargs)
-        unknown = set(kw) - {"start_methods", "deadline", "seed"}
+        unknown = set(kw) - {"start_methods", "deadline", "seed", "instrument"}
         if unknown:
             raise _usage(
                 f"unknown argument(s) {', '.join(sorted(unknown))} in {where} "
-                "(expected: start_methods, deadline, seed)"
+                "(expected: start_methods, deadline, seed, instrument)"
             )
+        if "instrument" in kw:
+            if not isinstance(kw["instrument"], bool):
+                raise _usage(f"{where}: instrument must be True or False, got {kw['instrument']!r}")
+            instrument = kw["instrument"]
         if marker.args:
             from ._runtime.model import Fault
 
@@ -323,6 +353,7 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         grace=grace if grace is not None else DEFAULT_GRACE,
         timeout_tolerance=tol if tol is not None else DEFAULT_TOLERANCE,
         tmpdir=tmpdir,
+        instrument=instrument,
         sources=sources,
     )
 
@@ -363,6 +394,11 @@ def header(settings: Settings, seed: int) -> list[str]:
         f"faults: {faults}",
         f"mpfault: replay with --mpfault-seed={seed}",
         f"mpfault: run files in {settings.tmpdir or tempfile.gettempdir()}",
+        *(
+            ["mpfault: instrumenting every test (queues, pipes, processes)"]
+            if settings.instrument
+            else []
+        ),
     ]
 
 

@@ -89,6 +89,8 @@ class Harness:
         tmpdir: the directory the harness makes its run directory in (history logs,
             gates, children's output; removed by :meth:`close`); default:
             :func:`default_tmpdir`.
+        instrument: instrument, until :meth:`close`, every queue, pipe and process the
+            code under test makes (see :meth:`instrument`).
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Harness:
         test_id: str = "",
         grace: float = 1.0,
         tmpdir: str | None = None,
+        instrument: bool = False,
     ) -> None:
         method = (
             start_method
@@ -142,8 +145,11 @@ class Harness:
         self._report_lock = threading.Lock()
         self._watchdog: _deadline.Watchdog | None = None
         os.makedirs(os.path.join(self.run_dir, "out"))
+        self._instr: Any = None
         if method == "forkserver":
             _spawn.preload_forkserver(self.ctx)
+        if instrument:
+            self._start_instrument(())
 
     @classmethod
     def from_settings(
@@ -173,6 +179,7 @@ class Harness:
             test_id=test_id,
             grace=settings.grace,
             tmpdir=settings.tmpdir,
+            instrument=settings.instrument,
         )
 
     @classmethod
@@ -194,6 +201,50 @@ class Harness:
             harness._started = min(harness._started, started)
         harness.watch_main_thread()
         return harness
+
+    # -- instrumentation ------------------------------------------------------------------
+    def _start_instrument(self, faults: Any) -> Any:
+        from ._adopt import Instrumentation
+
+        if self._instr is not None and self._instr.on:
+            raise MpfaultError("instrument(): this harness is instrumenting already")
+        by_name = []
+        for glob, specs in dict(faults).items():
+            plan = _as_faults(specs, f"instrument(faults=...) for {glob!r}")
+            for f in plan:
+                self._validate(f, f"instrument(faults=...) for {glob!r}")
+            by_name.append((glob, plan))
+        instr = Instrumentation(self, by_name)
+        try:
+            instr.start()
+        except BaseException:
+            self.close()
+            raise
+        self._instr = instr
+        return instr
+
+    @contextlib.contextmanager
+    def instrument(self, faults: Any = ()) -> Any:
+        """Instrument, inside the ``with`` block, what the code under test makes.
+
+        In the test process and every process descended from it (fork, spawn and
+        forkserver): every ``multiprocessing`` ``Queue``, ``JoinableQueue``,
+        ``SimpleQueue`` and subclass made meanwhile, and every connection made by
+        ``Pipe()``, records its operations in :attr:`history` and takes the
+        harness's faults, under a name that says its class and the line that made it
+        (``SimpleQueue@multiprocessing/pool.py:196``); ``faults`` maps a glob on those
+        names to more faults (``{"*pool.py*": "get@*PoolWorker-*#2:kill(after)"}``).
+        Every process started meanwhile is adopted: in :attr:`children` (``adopted``
+        true), in every ``Hang``, stopped at teardown.  The objects stay what they
+        are (``isinstance``, private attributes, pickling, iteration); on exit the
+        classes are restored and later calls behave as without mpfault.
+        """
+        self._check_open()
+        instr = self._start_instrument(faults)
+        try:
+            yield instr
+        finally:
+            instr.stop()
 
     # -- context manager ------------------------------------------------------------------
     def __enter__(self) -> Harness:
@@ -257,6 +308,10 @@ class Harness:
         last = self._last_operations(hist)
         if last:
             msg += "\n\nWhat each child last did:\n" + "\n".join(last)
+        if self._instr is not None:
+            fates = self._instr.report()
+            if fates:
+                msg += "\n\nProcesses the code under test started:\n" + "\n".join(fates)
         msg += f"\n\nStacks of the test's live children:\n{body or '(none)'}"
         return Hang(msg, call=call, stacks=stacks)
 
@@ -346,6 +401,8 @@ class Harness:
 
     def stacks(self) -> dict[str, str]:
         """The stack of every live child, by name (see :meth:`Child.stack`)."""
+        if self._instr is not None:
+            self._instr.sync()
         return {f"{c.name} (pid {c.pid})": c.stack() for c in self.children if c.is_alive()}
 
     # -- children -----------------------------------------------------------------------
@@ -446,6 +503,10 @@ class Harness:
         for f in _as_faults(faults, f"faults of queue {name!r}"):
             self._validate(f, f"faults of queue {name!r}")
             plan.append(f)
+        if self._instr is not None:
+            from ._runtime.instrument import exempt
+
+            exempt(q)  # recorded by the wrapper, not twice
         fq = FaultQueue(q, plan, name, self.run)
         if _owned:
             self._owned.add(id(fq))
@@ -633,12 +694,16 @@ class Harness:
         self.stop_watching()
         problems: list[str] = []
         try:
+            if self._instr is not None:
+                self._instr.begin_close()
             if "_serve_state" in self.__dict__:  # programs and served queues first
                 from . import _serve
 
                 problems += _serve.close(self)
             problems += stop_children(self.children, self.grace)
         finally:
+            if self._instr is not None:
+                self._instr.end_close()
             self.outputs = self.collect_outputs()
             close_channels(self.children)
             self._release_queues()

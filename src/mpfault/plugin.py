@@ -61,12 +61,20 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     )
     group.addoption("--mpfault-tmpdir", dest="mpfault_tmpdir", metavar="DIR", help=HELP["tmpdir"])
     group.addoption("--mpfault-report", dest="mpfault_report", metavar="DIR", help=HELP["report"])
+    group.addoption(
+        "--mpfault-instrument",
+        dest="mpfault_instrument",
+        action="store_true",
+        default=None,
+        help=HELP["instrument"],
+    )
     parser.addini("mpfault_start_methods", HELP["start_methods"], default="")
     parser.addini("mpfault_faults", HELP["faults"], type="linelist", default=[])
     parser.addini("mpfault_deadline", HELP["deadline"], default="")
     parser.addini("mpfault_grace", HELP["grace"], default="")
     parser.addini("mpfault_timeout_tolerance", HELP["timeout_tolerance"], default="")
     parser.addini("mpfault_tmpdir", HELP["tmpdir"], default="")
+    parser.addini("mpfault_instrument", HELP["instrument"], default="")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -189,6 +197,45 @@ def mpfault(request: pytest.FixtureRequest) -> Iterator[Harness]:
         problems = harness.close()
     if problems:
         pytest.fail("mpfault teardown: " + "; ".join(problems), pytrace=False)
+
+
+def _wants_instrument(item: pytest.Item) -> bool:
+    """Whether a test that does not use the fixture is instrumented all the same."""
+    if "mpfault" in getattr(item, "fixturenames", ()):
+        return False
+    marker = item.get_closest_marker("mpfault")
+    if not item.config.stash[SETTINGS_KEY].instrument and (
+        marker is None or not marker.kwargs.get("instrument")
+    ):
+        return False
+    return _config.for_item(item)[0].instrument
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    if _wants_instrument(item):
+        from ._harness import Harness
+
+        harness = Harness.from_item(item)
+        item.stash[HARNESS_KEY] = harness
+        item.config.hook.pytest_mpfault_harness_created(harness=harness, item=item)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    try:
+        return (yield)
+    finally:
+        harness = item.stash.get(HARNESS_KEY, None)
+        if (
+            harness is not None
+            and not harness.closed
+            and "mpfault" not in getattr(item, "fixturenames", ())
+        ):
+            problems = harness.close()
+            if problems:
+                pytest.fail("mpfault teardown: " + "; ".join(problems), pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -86,6 +86,12 @@ OPS: tuple[str, ...] = (
     "cancel_join_thread",
     "task_done",
     "join",
+    # multiprocessing.connection.Connection operations (instrumentation)
+    "send",
+    "recv",
+    "send_bytes",
+    "recv_bytes",
+    "poll",
 )
 OP_CODES: dict[str, int] = {name: i for i, name in enumerate(OPS) if name}
 
@@ -159,11 +165,23 @@ def short_repr(obj: object) -> str:
     return r
 
 
+_ADDR = " at 0x"
+
+
+def _no_addresses(r: str) -> str:
+    """``r`` without the memory addresses reprs show (``<function f at 0x7f...>``:
+    ``<function f>``), which differ between processes for the same item."""
+    import re
+
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", r)
+
+
 def item_key(obj: object) -> str:
     """Return the identity key used to match an item put with the item got.
 
     Equal items have equal keys in every process (no per-process hash
-    randomisation).  Long strings and bytes are keyed by length, head and tail.
+    randomisation, no memory addresses: ``<function f at 0x7f...>`` is keyed as
+    ``<function f>``).  Long strings and bytes are keyed by length, head and tail.
     """
     t = type(obj)
     if t in _SIMPLE:
@@ -174,6 +192,8 @@ def item_key(obj: object) -> str:
         r = repr(obj)
     except Exception:
         return f"{t.__name__}:id"
+    if _ADDR in r:
+        r = _no_addresses(r)
     if len(r) > 200:
         r = f"{len(r)}:{r[:96]}:{r[-96:]}"
     return f"{t.__name__}:{r}"
@@ -248,6 +268,8 @@ def _item_fields(obj: object) -> tuple[bytes, bytes]:
             utf8(f"{t.__name__}:id"),
         )
     short = r_ if len(r_) <= 60 else r_[:57] + "..."
+    if _ADDR in r_:
+        r_ = _no_addresses(r_)
     key = r_ if len(r_) <= 200 else f"{len(r_)}:{r_[:96]}:{r_[-96:]}"
     return utf8(short), utf8(f"{t.__name__}:{key}")
 

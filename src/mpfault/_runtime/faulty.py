@@ -17,6 +17,9 @@ from .actions import PUT_OPS, REGISTRY
 from .events import item_key, short_repr
 from .layout import OUT_OK, OUT_RAISED
 
+#: the operations that take an item: puts, and a connection's sends (instrumentation)
+_ITEM_OPS = PUT_OPS | {"send", "send_bytes"}
+
 if TYPE_CHECKING:
     from .model import Fault
 
@@ -96,10 +99,14 @@ def _select(
     faults: tuple[tuple[int, int, Fault], ...],
     item: Any,
     has_item: bool,
+    completed: bool = False,
 ) -> list[tuple[int, Fault]]:
-    """The fault terms that fire on this call, with their plan index."""
+    """The fault terms that fire on this call, with their plan index (``completed``:
+    those of ``got`` faults, once the get returned; else the others, before it)."""
     firing: list[tuple[int, Fault]] = []
     for index, base, fault in faults:
+        if fault.completed is not completed:
+            continue
         if not fault.matches(op, st.process, item, has_item):
             continue
         terms = list(fault.terms())
@@ -145,7 +152,7 @@ def _faulty(
 ) -> Any:
     st = state()
     rec = st.recorder
-    has_item = op in PUT_OPS
+    has_item = op in _ITEM_OPS
     item = args[0] if has_item and args else kwargs.get("obj")
     firing = _select(st, name, slots, op, faults, item, has_item)
     seq = (
@@ -191,6 +198,8 @@ def _faulty(
             rec.end(seq, name, code, OUT_OK, call.fired)
         else:
             rec.end(seq, name, code, OUT_OK, call.fired, short_repr(result), item_key(result))
+        if any(f.completed for _, _, f in faults):
+            after.extend(_select(st, name, slots, op, faults, None, False, completed=True))
         for index, term in after:
             REGISTRY[term.action].fire(call, index, term)
     finally:

@@ -43,6 +43,8 @@ _QUEUE_OPS = (
 )
 #: the operations that take an item (``faults.PUT_OPS``)
 PUT_OPS = frozenset({"put", "put_nowait"})
+#: ... and a connection's sends (instrumentation)
+_ITEM_OPS = PUT_OPS | {"send", "send_bytes"}
 
 
 def _plan_json(plan: tuple[Fault, ...]) -> str:
@@ -125,6 +127,10 @@ class FaultQueue:
         """The queue being wrapped."""
         return self._q
 
+    def _target(self) -> Any:
+        """The queue the operations act on (an instrumented queue's shadow says its own)."""
+        return self._q
+
     # -- the hot path -------------------------------------------------------------------
     def _state(self) -> _st.ProcessState:
         st = self._st
@@ -140,14 +146,16 @@ class FaultQueue:
         code = OP_CODES[op]
         name = self._name
         faults = self._by_op.get(op, ())
-        is_put = op in PUT_OPS
+        is_put = op in _ITEM_OPS
         state = self._state
 
         if faults:
             from .faulty import faulted  # only where a fault targets the operation
 
             return _dressed(
-                faulted(op, code, raw, faults, self._name, self._slots, self._q, self._state),
+                faulted(
+                    op, code, raw, faults, self._name, self._slots, self._target(), self._state
+                ),
                 op,
                 raw,
                 name,

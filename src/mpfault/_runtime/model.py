@@ -55,10 +55,15 @@ SELECTS: Final[dict[str, frozenset[str]]] = {
     "*": OPS,
     "put": PUT_OPS,
     "get": GET_OPS,
+    # gets counted when they return an item (not when they begin: a poll that ends in
+    # Empty, or a get still blocked, is not "the 3rd task"); the actions act after them
+    "got": GET_OPS,
     **{op: frozenset({op}) for op in OP_ORDER if op not in ("put", "get")},
     "net": NET_OPS,  # a served queue's network (mpfault._runtime.netfaults); not in "*"
 }
-OP_SELECTOR_NAMES: Final = ", ".join((*OP_ORDER, "*", "net"))
+OP_SELECTOR_NAMES: Final = ", ".join((*OP_ORDER, "got", "*", "net"))
+#: the actions (and their ``when``) a ``got`` fault may have: after the get returned
+_AFTER_ONLY: Final = frozenset({"kill", "exit", "gate", "off"})
 
 #: What ``nth=`` accepts: a call index, a ``range`` (step 1), an iterable of call
 #: indexes and ``(lo, hi)`` intervals (``hi`` None: open), or None (every call).
@@ -147,6 +152,11 @@ class Fault:
         """
         ops: frozenset[str] = self.__dict__["_ops"]
         return ops
+
+    @property
+    def completed(self) -> bool:
+        """True for a ``got`` fault: gets are counted, and it acts, when they return."""
+        return self.op == "got"
 
     def matches(self, op: str, process: str, item: object, has_item: bool) -> bool:
         """Tell whether an operation is selected by ``op``, ``who`` and ``item``.
@@ -301,6 +311,14 @@ def _check_plan(head: Fault) -> frozenset[str]:
         check = action_entry(term.action).check
         if check is not None:
             check(head.op, term.args)
+        if head.op == "got":
+            when = action_entry(term.action).when
+            if term.action not in _AFTER_ONLY or (when is not None and term.args[when] != "after"):
+                raise FaultSpecError(
+                    f"op 'got' counts the gets that returned an item, so its actions act"
+                    f" after them: kill(after), exit(code,after), gate(name,after) or off,"
+                    f" not {_format_term(term)!r}"
+                )
     if head.op is None or head.op == "*":
         ops = OPS
         for term in terms:

@@ -1,0 +1,105 @@
+"""Instrumented against plain, in the same run: what instrumentation costs real code.
+
+Three workloads, each run plain (no mpfault) and instrumented (``Harness(instrument=True)``:
+every queue, pipe and process recorded), alternating, ``--rounds`` pairs each; the ratio
+is instrumented throughput / plain throughput (median of the pairs; target >= 0.90):
+
+* ``multiprocessing.Pool(2).map`` of 20 000 trivial tasks, chunksize 1;
+* ``ProcessPoolExecutor(2).map`` of 5 000 trivial tasks;
+* a plain ``multiprocessing.Queue``, 1 producer -> 1 consumer, small ints.
+
+Run: ``python benchmarks/bench_instrument.py [--rounds 5] [--start-method fork]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import mpfault
+
+
+def nothing(x: int) -> int:
+    return x
+
+
+def produce(q: Any, n: int) -> None:
+    for i in range(n):
+        q.put(i)
+    q.put(None)
+
+
+def pool_map(ctx: Any, n: int) -> None:
+    with ctx.Pool(2) as pool:
+        assert len(pool.map(nothing, range(n), chunksize=1)) == n
+        pool.close()
+        pool.join()
+
+
+def executor_map(ctx: Any, n: int) -> None:
+    with ProcessPoolExecutor(2, mp_context=ctx) as ex:
+        assert sum(1 for _ in ex.map(nothing, range(n))) == n
+
+
+def queue_1to1(ctx: Any, n: int) -> None:
+    q = ctx.Queue()
+    p = ctx.Process(target=produce, args=(q, n))
+    p.start()
+    got = 0
+    while q.get() is not None:
+        got += 1
+    p.join()
+    assert got == n
+
+
+def timed(fn: Callable[[Any, int], None], ctx: Any, n: int, instrument: bool, method: str) -> float:
+    """Items per second of one run."""
+    if instrument:
+        with mpfault.Harness(start_method=method, instrument=True, deadline=None):
+            t0 = time.perf_counter()
+            fn(ctx, n)
+            dt = time.perf_counter() - t0
+    else:
+        t0 = time.perf_counter()
+        fn(ctx, n)
+        dt = time.perf_counter() - t0
+    return n / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="pairs per workload (default 5)")
+    ap.add_argument("--start-method", default="fork")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the item counts")
+    args = ap.parse_args()
+    ctx = multiprocessing.get_context(args.start_method)
+    work = [
+        ("Pool(2).map, chunksize 1", pool_map, 20_000),
+        ("ProcessPoolExecutor(2).map", executor_map, 5_000),
+        ("Queue 1 -> 1", queue_1to1, 50_000),
+    ]
+    print(f"start method {args.start_method}, {args.rounds} pairs per workload")
+    for title, fn, n in work:
+        n = max(1, int(n * args.scale))
+        timed(fn, ctx, max(1, n // 10), False, args.start_method)  # warm up
+        ratios, plain, inst = [], [], []
+        for r in range(args.rounds):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            got = {i: timed(fn, ctx, n, i, args.start_method) for i in order}
+            plain.append(got[False])
+            inst.append(got[True])
+            ratios.append(got[True] / got[False])
+        print(
+            f"{title:<28} plain {statistics.median(plain):>9.0f}/s  instrumented "
+            f"{statistics.median(inst):>9.0f}/s  ratio {statistics.median(ratios):.3f}x "
+            f"(pairs {min(ratios):.3f}..{max(ratios):.3f})"
+        )
+
+
+if __name__ == "__main__":
+    main()

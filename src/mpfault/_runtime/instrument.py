@@ -1,0 +1,731 @@
+"""Instrumentation: record and fault the queues, pipes and processes that code makes itself.
+
+While a session is installed (:func:`install`), in this process and, carried by the
+start of every process (fork inherits it; spawn and forkserver children install it
+again while they unpickle their preparation data), in every descendant:
+
+* every ``multiprocessing.queues.Queue``, ``JoinableQueue``, ``SimpleQueue`` and any
+  subclass made while it is on gets a *shadow*: a :class:`~.fqueue.FaultQueue` over
+  the queue's own (unpatched) methods, named after its class and the line that made it
+  (``SimpleQueue@multiprocessing/pool.py:196``).  The classes' methods are patched
+  (the base classes' at install, a subclass's own overrides when its first instance is
+  made), and a patched method hands the call to the instance's shadow, which records
+  it and applies the queue's fault plan as for any harness queue.  The object stays
+  what it was: ``isinstance``, private attributes, pickling and iteration work as
+  before.
+* the two connections of such a queue belong to it: ``send``/``recv`` called on them
+  directly (``Pool`` does: ``_inqueue._writer.send``, ``_outqueue._reader.recv``) are
+  recorded as ``put``/``get`` on the queue; what the queue itself does with them is its
+  own operation already.
+* every other ``Connection`` made by ``multiprocessing.Pipe()`` is recorded by its
+  ``send``, ``recv``, ``send_bytes``, ``recv_bytes`` and ``poll`` under one name for
+  both ends (``Connection@app.py:12``).
+* every process started (``BaseProcess.start``) is announced: in the test process a
+  callback adopts it; in the new process itself a bare thread answers stack requests
+  and ends the process if the test process dies (a ``pidfd`` on it).
+
+Objects that mpfault itself makes (the harness's queues and control pipes) are left
+alone.  :func:`uninstall` restores every patched attribute; a call already running,
+or made later through a bound method kept from before (``pool._quick_put``), gets
+the plain behaviour, and this process's event log is closed only when no recorded
+call is in flight any more.
+
+This module runs in child processes: it imports nothing outside ``_runtime``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import fnmatch
+import hashlib
+import multiprocessing.connection as _mpc
+import multiprocessing.process as _mpp
+import multiprocessing.queues as _mpq
+import multiprocessing.spawn as _mps
+import os
+import socket
+import sys
+import sysconfig
+import threading
+import types
+import weakref
+from collections.abc import Callable, Iterable
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+from . import state as _st
+from .fqueue import _QUEUE_OPS, FaultQueue
+
+__all__ = ["Config", "active", "install", "stack_address", "uninstall"]
+
+#: where an instrumented object keeps its shadow, and a connection its queue
+_SHADOW = "_mpfault_shadow"
+_OWNER = "_mpfault_owner"
+_CONN_OPS = ("send", "recv", "send_bytes", "recv_bytes", "poll")
+_PREP_KEY = "mpfault_instrument"
+#: directory (in the run directory) where adopted processes announce themselves
+ADOPTED_DIR = "adopted"
+_STACK_REQ = b"stack"
+
+_MP_DIR = os.path.dirname(_mpq.__file__)
+_SKIP_FILES = frozenset(
+    os.path.join(_MP_DIR, f) for f in ("queues.py", "context.py", "connection.py")
+) | {__file__}
+_MPFAULT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+_STDLIB = sysconfig.get_paths().get("stdlib", "") + os.sep
+_PURELIB = sysconfig.get_paths().get("purelib", "") + os.sep
+
+
+class Config:
+    """What every instrumented process needs: the run, and the faults for each name.
+
+    ``plan`` applies to every instrumented queue; ``by_name`` adds faults to the
+    queues whose name matches a glob (``(glob, faults)`` pairs).  Picklable.
+    """
+
+    def __init__(
+        self,
+        run: _st.RunInfo,
+        plan: Iterable[Any] = (),
+        by_name: Iterable[tuple[str, Iterable[Any]]] = (),
+    ) -> None:
+        self.run = run
+        self.plan: tuple[Any, ...] = tuple(plan)
+        self.by_name: tuple[tuple[str, tuple[Any, ...]], ...] = tuple(
+            (glob, tuple(faults)) for glob, faults in by_name
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Config, (self.run, self.plan, self.by_name))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Config):
+            return NotImplemented
+        return (self.run, self.plan, self.by_name) == (other.run, other.plan, other.by_name)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def plan_for(self, name: str) -> tuple[Any, ...]:
+        """The faults of the instrumented queue or pipe ``name``."""
+        plan = list(self.plan)
+        for glob, faults in self.by_name:
+            if fnmatch.fnmatchcase(name, glob):
+                plan.extend(faults)
+        return tuple(plan)
+
+
+class _Session:
+    """The installed instrumentation of this process."""
+
+    def __init__(self, config: Config, on_start: Callable[[Any], None] | None) -> None:
+        self.config = config
+        #: called with every process started here (the test process only)
+        self.on_start = on_start
+        self._names: dict[str, int] = {}
+        self._lock = threading.Lock()
+        #: weak references to the ``multiprocessing.pool.Pool`` objects made here
+        self.pools: list[weakref.ref[Any]] = []
+
+    def unique(self, name: str) -> str:
+        with self._lock:
+            n = self._names.get(name, 0) + 1
+            self._names[name] = n
+        return name if n == 1 else f"{name}-{n}"
+
+
+_SESSION: _Session | None = None
+#: one entry per recorded call in flight (list.append/pop are atomic)
+_INFLIGHT: list[None] = []
+#: process states of ended sessions, closed when no call is in flight any more
+_PENDING: list[_st.ProcessState] = []
+_tls = threading.local()
+#: (owner, attribute, old value or _MISSING), in the order they were set
+_SAVED: list[tuple[Any, str, Any]] = []
+_MISSING: Any = object()
+#: the original function of (class, op) for every patched method
+_ORIGINALS: dict[tuple[type, str], Any] = {}
+#: classes whose instances are made shadows of (their ops patched)
+_READY: set[type] = set()
+
+
+os.register_at_fork(after_in_child=_INFLIGHT.clear)
+
+
+def active() -> bool:
+    """Whether instrumentation is installed in this process."""
+    return _SESSION is not None
+
+
+def _set(owner: Any, attr: str, value: Any) -> None:
+    old = (
+        owner.__dict__.get(attr, _MISSING)
+        if isinstance(owner, type)
+        else getattr(owner, attr, _MISSING)
+    )
+    _SAVED.append((owner, attr, old))
+    setattr(owner, attr, value)
+
+
+def _close_pending() -> None:
+    while _PENDING and not _INFLIGHT:
+        try:
+            st = _PENDING.pop()
+        except IndexError:  # pragma: no cover - another thread took it
+            return
+        try:
+            st.recorder.close()
+        except Exception:  # pragma: no cover
+            pass
+
+
+# -- sites and names -------------------------------------------------------------------
+
+
+def _display(path: str) -> str:
+    for base in (_STDLIB, _PURELIB):
+        if base != os.sep and path.startswith(base):
+            return path[len(base) :]
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # pragma: no cover
+        rel = path
+    return rel if not rel.startswith("..") else os.path.basename(path)
+
+
+def _site(obj: Any, skip: frozenset[str] | set[str]) -> tuple[str, int] | None:
+    """(file, line) of the code that made ``obj`` (skipping multiprocessing's
+    plumbing and ``obj``'s own ``__init__`` chain), or None if mpfault made it."""
+    f = sys._getframe(2)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if fn in skip or (
+            obj is not None and f.f_code.co_name == "__init__" and f.f_locals.get("self") is obj
+        ):
+            f = f.f_back  # type: ignore[assignment]
+            continue
+        if fn.startswith(_MPFAULT_DIR):
+            return None
+        return fn, f.f_lineno
+    return ("?", 0)  # pragma: no cover
+
+
+def _made_by_mpfault() -> bool:
+    """Whether the first caller outside the multiprocessing package is mpfault."""
+    f = sys._getframe(2)
+    while f is not None:
+        fn = f.f_code.co_filename
+        if fn.startswith(_MP_DIR + os.sep) or fn == __file__:
+            f = f.f_back  # type: ignore[assignment]
+            continue
+        return fn.startswith(_MPFAULT_DIR)
+    return False  # pragma: no cover
+
+
+# -- shadows ----------------------------------------------------------------------------
+
+
+class _View:
+    """The raw operations a shadow calls (the object's own methods, unpatched)."""
+
+    def __init__(self, target: Any, ops: dict[str, Any]) -> None:
+        self._target = target
+        for op, fn in ops.items():
+            setattr(self, op, fn)
+
+    def __repr__(self) -> str:
+        return f"<mpfault view of {self._target!r}>"
+
+
+class _Shadow(FaultQueue):
+    """The recording, fault-injecting operations of one instrumented object."""
+
+    def __init__(self, view: _View, plan: tuple[Any, ...], name: str, session: _Session) -> None:
+        self._mpf_session = session
+        super().__init__(view, plan, name, session.config.run)
+        for op in _CONN_OPS:
+            if op in view.__dict__:
+                setattr(self, op, self._make(op))
+
+    def _target(self) -> Any:
+        return self._q._target
+
+    def __reduce__(self) -> tuple[Any, ...]:  # never travels: the object's reducer says its name
+        return (_none, ())
+
+    def __repr__(self) -> str:
+        return f"<mpfault shadow {self._name!r}>"
+
+
+def _none() -> None:
+    return None
+
+
+def _original(cls: type, op: str) -> Any:
+    """The unpatched function ``cls`` has for ``op``, or None."""
+    for k in cls.__mro__:
+        if op in k.__dict__:
+            return _ORIGINALS.get((k, op), k.__dict__[op])
+    return None
+
+
+def _queue_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sh = self.__dict__.get(_SHADOW)
+        if sh is None or sh._mpf_session is not _SESSION:
+            return orig(self, *args, **kwargs)
+        tls = _tls
+        prev = getattr(tls, "q", None)
+        if prev is self:  # inside an operation of this queue: its own business
+            return orig(self, *args, **kwargs)
+        _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
+        try:
+            if sh._mpf_session is not _SESSION:
+                return orig(self, *args, **kwargs)
+            tls.q = self
+            try:
+                return getattr(sh, op)(*args, **kwargs)
+            finally:
+                tls.q = prev
+        finally:
+            _INFLIGHT.pop()
+            if _PENDING and not _INFLIGHT:
+                _close_pending()
+
+    method.__name__ = op
+    method.__qualname__ = getattr(orig, "__qualname__", op)
+    method.__doc__ = getattr(orig, "__doc__", None)
+    method.__wrapped__ = orig  # type: ignore[attr-defined]
+    return method
+
+
+def _conn_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
+    as_queue_op = {"send": "put", "recv": "get"}.get(op)
+
+    def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        sh = d.get(_SHADOW)
+        if sh is None or sh._mpf_session is not _SESSION:
+            return orig(self, *args, **kwargs)
+        owner = d.get(_OWNER)
+        tls = _tls
+        prev = getattr(tls, "q", None)
+        if owner is not None:
+            if as_queue_op is None or prev is owner:  # the queue's own use of its pipe
+                return orig(self, *args, **kwargs)
+            name = as_queue_op
+        else:
+            if prev is self:  # pragma: no cover - no public op calls another
+                return orig(self, *args, **kwargs)
+            owner = self
+            name = op
+        _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
+        try:
+            if sh._mpf_session is not _SESSION:
+                return orig(self, *args, **kwargs)
+            tls.q = owner
+            try:
+                return getattr(sh, name)(*args, **kwargs)
+            finally:
+                tls.q = prev
+        finally:
+            _INFLIGHT.pop()
+            if _PENDING and not _INFLIGHT:
+                _close_pending()
+
+    method.__name__ = op
+    method.__qualname__ = getattr(orig, "__qualname__", op)
+    method.__doc__ = getattr(orig, "__doc__", None)
+    method.__wrapped__ = orig  # type: ignore[attr-defined]
+    return method
+
+
+def _patch(cls: type, op: str, factory: Callable[[str, Any], Any]) -> bool:
+    """Patch ``cls``'s own ``op`` (once); False if it cannot be."""
+    if (cls, op) in _ORIGINALS:
+        return True
+    orig = cls.__dict__.get(op)
+    if not isinstance(orig, types.FunctionType):
+        return False
+    _ORIGINALS[(cls, op)] = orig
+    _set(cls, op, factory(op, orig))
+    return True
+
+
+def _queue_ops(cls: type) -> list[str]:
+    return [op for op in _QUEUE_OPS if _original(cls, op) is not None]
+
+
+def _prepare_class(cls: type) -> None:
+    """Patch every queue operation ``cls`` defines or overrides; register its reducer."""
+    if cls in _READY:
+        return
+    for op in _queue_ops(cls):
+        for k in cls.__mro__:
+            if op in k.__dict__:
+                _patch(k, op, _queue_method)
+                break
+    plain: Any = object
+    if cls.__dict__.get("__reduce_ex__", plain.__reduce_ex__) is plain.__reduce_ex__ and all(
+        "__reduce__" not in k.__dict__ and "__reduce_ex__" not in k.__dict__
+        for k in cls.__mro__[:-1]
+    ):
+        _register(cls, _reduce_queue)
+    _READY.add(cls)
+
+
+def _register(cls: type, reducer: Callable[[Any], Any]) -> None:
+    _set_item(ForkingPickler._extra_reducers, cls, reducer)  # type: ignore[attr-defined]
+
+
+def _set_item(d: dict[Any, Any], key: Any, value: Any) -> None:
+    _SAVED.append((d, key, d.get(key, _MISSING)))
+    d[key] = value
+
+
+def _attach_queue(q: Any, name: str, session: _Session) -> None:
+    cls = type(q)
+    _prepare_class(cls)
+    raws = {}
+    for op in _queue_ops(cls):
+        fn = _original(cls, op)
+        if fn is not None:
+            raws[op] = types.MethodType(fn, q)
+    plan = session.config.plan_for(name)
+    q.__dict__[_SHADOW] = _Shadow(_View(q, raws), plan, name, session)
+    send = _ORIGINALS[(_mpc._ConnectionBase, "send")]
+    recv = _ORIGINALS[(_mpc._ConnectionBase, "recv")]
+    for attr in ("_reader", "_writer"):
+        conn = q.__dict__.get(attr)
+        if isinstance(conn, _mpc.Connection):
+            conn.__dict__[_OWNER] = q
+            view = _View(
+                None, {"put": types.MethodType(send, conn), "get": types.MethodType(recv, conn)}
+            )
+            conn.__dict__[_SHADOW] = _Shadow(view, plan, name, session)
+
+
+def _attach_conn(conn: Any, name: str, session: _Session) -> None:
+    raws = {op: types.MethodType(_ORIGINALS[(_mpc._ConnectionBase, op)], conn) for op in _CONN_OPS}
+    conn.__dict__[_SHADOW] = _Shadow(
+        _View(None, raws), session.config.plan_for(name), name, session
+    )
+
+
+def shadow_of(obj: Any) -> FaultQueue | None:
+    """The shadow of an instrumented queue or connection of this session, or None."""
+    sh = getattr(obj, "__dict__", {}).get(_SHADOW)
+    if sh is None or sh._mpf_session is not _SESSION:
+        return None
+    return sh  # type: ignore[no-any-return]
+
+
+def exempt(q: Any) -> None:
+    """Leave ``q`` (and its connections) alone: a queue the harness wraps itself."""
+    d = getattr(q, "__dict__", None)
+    if d is None:
+        return
+    d.pop(_SHADOW, None)
+    for attr in ("_reader", "_writer"):
+        conn = d.get(attr)
+        if isinstance(conn, _mpc.Connection):
+            conn.__dict__.pop(_SHADOW, None)
+            conn.__dict__.pop(_OWNER, None)
+
+
+# -- creation, pickling ------------------------------------------------------------------------
+
+
+def _new_name(obj: Any, kind: str, skip: Any) -> str | None:
+    site = _site(obj, skip)
+    if site is None:
+        return None
+    assert _SESSION is not None
+    return _SESSION.unique(f"{kind}@{_display(site[0])}:{site[1]}")
+
+
+def _init_method(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        orig(self, *args, **kwargs)
+        s = _SESSION
+        if s is not None and _SHADOW not in self.__dict__:
+            name = _new_name(self, type(self).__name__, _SKIP_FILES)
+            if name is not None:
+                _attach_queue(self, name, s)
+
+    __init__.__wrapped__ = orig  # type: ignore[attr-defined]
+    __init__.__qualname__ = orig.__qualname__
+    return __init__
+
+
+def _reduce_queue(q: Any) -> tuple[Any, ...]:
+    state = q.__getstate__()
+    sh = shadow_of(q)
+    return (_rebuild_queue, (type(q), state, None if sh is None else sh.name))
+
+
+def _rebuild_queue(cls: Any, state: Any, name: str | None) -> Any:
+    q = cls.__new__(cls)
+    setstate = getattr(q, "__setstate__", None)
+    if setstate is not None:
+        setstate(state)
+    else:  # pragma: no cover - a subclass with __getstate__ only
+        q.__dict__.update(state)
+    s = _SESSION
+    if name is not None and s is not None:
+        _attach_queue(q, name, s)
+    return q
+
+
+_reduce_connection_orig: Any = None
+
+
+def _reduce_conn(conn: Any) -> tuple[Any, ...]:
+    rv = _reduce_connection_orig(conn)
+    sh = shadow_of(conn)
+    if sh is None or _OWNER in conn.__dict__:
+        return rv  # type: ignore[no-any-return]
+    return (_rebuild_conn, (rv[0], rv[1], sh.name))
+
+
+def _rebuild_conn(fn: Callable[..., Any], args: tuple[Any, ...], name: str) -> Any:
+    conn = fn(*args)
+    s = _SESSION
+    if s is not None:
+        _attach_conn(conn, name, s)
+    return conn
+
+
+def _pipe_function(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def Pipe(duplex: bool = True) -> Any:
+        a, b = orig(duplex)
+        s = _SESSION
+        if s is not None:
+            caller = sys._getframe(1).f_code.co_filename
+            if caller != os.path.join(_MP_DIR, "queues.py"):
+                name = _new_name(None, "Connection", _SKIP_FILES)
+                if name is not None:
+                    _attach_conn(a, name, s)
+                    _attach_conn(b, name, s)
+        return a, b
+
+    Pipe.__wrapped__ = orig  # type: ignore[attr-defined]
+    Pipe.__doc__ = orig.__doc__
+    return Pipe
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+class _Installer:
+    """Put in a spawn/forkserver child's preparation data: unpickling it installs the
+    instrumentation there, before the process object (and its queues) is unpickled."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_child_install, (self.config,))
+
+
+def _child_install(config: Config) -> None:
+    if _SESSION is None or _SESSION.config != config:
+        if _SESSION is not None:
+            uninstall()
+        install(config)
+
+
+def _prep_function(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def get_preparation_data(name: str) -> Any:
+        data = orig(name)
+        s = _SESSION
+        if s is not None:
+            data[_PREP_KEY] = _Installer(s.config)
+        return data
+
+    get_preparation_data.__wrapped__ = orig  # type: ignore[attr-defined]
+    return get_preparation_data
+
+
+def _is_ours(proc: Any) -> bool:
+    """Whether ``proc`` is a harness child (bootstrap) rather than the code's own."""
+    target = getattr(proc, "_target", None)
+    return getattr(target, "__module__", "") == "mpfault._runtime.bootstrap"
+
+
+def _start_method(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def start(self: Any) -> None:
+        s = _SESSION
+        adopt = (
+            s is not None
+            and s.on_start is not None
+            and not _is_ours(self)
+            and not _made_by_mpfault()
+        )
+        orig(self)
+        if adopt:
+            assert s is not None
+            assert s.on_start is not None
+            s.on_start(self)
+
+    start.__wrapped__ = orig  # type: ignore[attr-defined]
+    start.__qualname__ = orig.__qualname__
+    start.__doc__ = orig.__doc__
+    return start
+
+
+def stack_address(run_dir: str, pid: int) -> str:
+    """The (abstract) socket address an adopted process answers stack requests on."""
+    token = hashlib.sha1(run_dir.encode()).hexdigest()[:12]
+    return f"\0mpfault-{token}-{pid}"
+
+
+def _serve(sock: socket.socket, controller: int) -> None:
+    """Answer stack requests; end this process when the test process is gone."""
+    import select
+
+    from .stacks import format_stacks
+
+    try:
+        pidfd = os.pidfd_open(controller)
+    except (AttributeError, OSError):  # pragma: no cover - old kernel
+        pidfd = -1
+    watch = [sock] + ([pidfd] if pidfd >= 0 else [])
+    while True:
+        try:
+            ready, _, _ = select.select(watch, [], [])
+        except InterruptedError:  # pragma: no cover
+            continue
+        except OSError:  # pragma: no cover
+            return
+        if pidfd in ready:
+            os.kill(os.getpid(), 9)
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # pragma: no cover
+            continue
+        try:
+            conn.settimeout(5.0)
+            if conn.recv(16) == _STACK_REQ:
+                conn.sendall(format_stacks().encode("utf-8", "replace"))
+        except OSError:  # pragma: no cover
+            pass
+        finally:
+            conn.close()
+
+
+def _announce(proc: Any, s: _Session) -> None:
+    """In a process the code under test started: say so, serve stacks, watch the test."""
+    run = s.config.run
+    pid = os.getpid()
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(stack_address(run.run_dir, pid))
+        sock.listen(4)
+        _thread.start_new_thread(_serve, (sock, run.controller_pid))
+    except OSError:  # pragma: no cover
+        pass
+    d = os.path.join(run.run_dir, ADOPTED_DIR)
+    try:
+        try:
+            os.mkdir(d)  # not makedirs: a run directory already removed stays removed
+        except FileExistsError:
+            pass
+        tmp = os.path.join(d, f".{pid}")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(f"{os.getppid()}\n{proc.name}\n")
+        os.replace(tmp, os.path.join(d, str(pid)))
+    except OSError:  # the run is over (its directory removed)
+        pass
+
+
+def _bootstrap_method(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        s = _SESSION
+        if s is not None and not _is_ours(self) and os.getpid() != s.config.run.controller_pid:
+            _announce(self, s)
+        return orig(self, *args, **kwargs)
+
+    _bootstrap.__wrapped__ = orig  # type: ignore[attr-defined]
+    return _bootstrap
+
+
+def _pool_init(orig: Callable[..., Any]) -> Callable[..., Any]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        s = _SESSION
+        if s is not None:
+            s.pools.append(weakref.ref(self))
+        orig(self, *args, **kwargs)
+
+    __init__.__wrapped__ = orig  # type: ignore[attr-defined]
+    __init__.__qualname__ = orig.__qualname__
+    return __init__
+
+
+def pools() -> list[Any]:
+    """The live ``multiprocessing.pool.Pool`` objects made while instrumented."""
+    s = _SESSION
+    if s is None:
+        return []
+    return [p for p in (r() for r in s.pools) if p is not None]
+
+
+# -- install / uninstall --------------------------------------------------------------------------
+
+
+def install(config: Config, on_start: Callable[[Any], None] | None = None) -> None:
+    """Instrument this process (and, from now on, the processes it starts)."""
+    global _SESSION, _reduce_connection_orig
+    if _SESSION is not None:
+        raise RuntimeError("mpfault instrumentation is already on in this process")
+    conn = _mpc.Connection
+    for op in _CONN_OPS:
+        _patch(_mpc._ConnectionBase, op, _conn_method)
+    for cls in (_mpq.Queue, _mpq.SimpleQueue):
+        orig = cls.__dict__["__init__"]
+        _ORIGINALS[(cls, "__init__")] = orig
+        _set(cls, "__init__", _init_method(orig))
+    for cls in (_mpq.Queue, _mpq.JoinableQueue, _mpq.SimpleQueue):
+        _prepare_class(cls)
+    _reduce_connection_orig = ForkingPickler._extra_reducers.get(  # type: ignore[attr-defined]
+        conn,
+        _mpc.reduce_connection,  # type: ignore[attr-defined]
+    )
+    _register(conn, _reduce_conn)
+    _set(_mpc, "Pipe", _pipe_function(_mpc.Pipe))
+    _set(_mps, "get_preparation_data", _prep_function(_mps.get_preparation_data))
+    import multiprocessing.pool as _mppool
+
+    _set(_mppool.Pool, "__init__", _pool_init(_mppool.Pool.__dict__["__init__"]))
+    bp = _mpp.BaseProcess
+    _set(bp, "start", _start_method(bp.__dict__["start"]))
+    _set(bp, "_bootstrap", _bootstrap_method(bp.__dict__["_bootstrap"]))
+    _SESSION = _Session(config, on_start)
+
+
+def uninstall() -> None:
+    """Restore everything :func:`install` patched.  Calls in flight end as they began;
+    this process's log of the run is closed once none is left."""
+    global _SESSION
+    s = _SESSION
+    if s is None:
+        return
+    _SESSION = None
+    while _SAVED:
+        owner, attr, old = _SAVED.pop()
+        if isinstance(owner, dict):
+            if old is _MISSING:
+                owner.pop(attr, None)
+            else:
+                owner[attr] = old
+        elif old is _MISSING:
+            delattr(owner, attr)
+        else:
+            setattr(owner, attr, old)
+    _ORIGINALS.clear()
+    _READY.clear()
+    if _INFLIGHT:
+        st = _st._states.pop(s.config.run.run_dir, None)
+        if st is not None:
+            _PENDING.append(st)
+            if not _INFLIGHT:  # pragma: no cover - the last one ended meanwhile
+                _close_pending()

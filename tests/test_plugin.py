@@ -191,9 +191,15 @@ def test_no_process_left_behind(pytester: pytest.Pytester, test: str, method: st
         del os.environ["MPF_PIDS"]
     out = result.stdout.str() + result.stderr.str()
     if test == "test_timeout_thread":
-        assert result.ret != 0  # pytest-timeout's thread method os._exit()s pytest
-        # every child's stack is printed before pytest-timeout ends the process
-        assert "mpfault: children of test_leaks.py::test_timeout_thread" in out
+        assert result.ret != 0
+        # mpfault's deadline (below the timeout) ends the blocking call with a Hang that
+        # holds every child's stack; where pytest-timeout's thread method still fires
+        # first (os._exit, e.g. a teardown slowed by load), the stacks are printed
+        # before it ends the process
+        assert (
+            "Hang: a blocking call in the test's main thread" in out
+            or "mpfault: children of test_leaks.py::test_timeout_thread" in out
+        ), out
         assert out.count("q.get()  # STUCK-LINE") >= 2
     elif test == "test_timeout_signal":
         result.assert_outcomes(failed=1)
@@ -205,6 +211,49 @@ def test_no_process_left_behind(pytester: pytest.Pytester, test: str, method: st
         assert result.ret == pytest.ExitCode.INTERRUPTED
     else:
         result.assert_outcomes(failed=1)
+    found = _pids(pids)
+    assert len(found) == 2
+    assert wait_gone(found, 10) == [], "children outlived the test"
+
+
+UNINTERRUPTIBLE = """
+import signal
+
+from mpfault._deadline import SIGNAL
+
+
+@pytest.mark.timeout(3, method="thread")
+def test_blocked(mpfault):
+    start_stuck(mpfault)
+    # a call that no signal interrupts (as C code can be): mpfault's deadline cannot end
+    # it, so pytest-timeout's thread method does, and the stacks come before its os._exit
+    signal.pthread_sigmask(signal.SIG_BLOCK, {SIGNAL})
+    mpfault.queue().get()
+"""
+
+
+def test_thread_timeout_prints_stacks_when_the_deadline_cannot_interrupt(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_leaks=TARGETS + UNINTERRUPTIBLE)
+    pids = pytester.path / "pids"
+    os.environ["MPF_PIDS"] = str(pids)
+    try:
+        result = pytester.runpytest_subprocess(
+            "-p",
+            "no:cacheprovider",
+            f"--mpfault-tmpdir={pytester.path}",
+            "--mpfault-start-methods=fork",
+            "test_leaks.py::test_blocked",
+            timeout=120,
+        )
+    finally:
+        del os.environ["MPF_PIDS"]
+    out = result.stdout.str() + result.stderr.str()
+    assert result.ret != 0  # os._exit by pytest-timeout
+    assert "Hang: a blocking call" not in out
+    assert "mpfault: children of test_leaks.py::test_blocked" in out
+    assert out.count("q.get()  # STUCK-LINE") >= 2
     found = _pids(pids)
     assert len(found) == 2
     assert wait_gone(found, 10) == [], "children outlived the test"

@@ -23,8 +23,13 @@ def stack_timer(item: pytest.Item, timeout: float) -> threading.Timer:
     """A started timer that prints the stack of every child of ``item`` just before
     pytest-timeout's ``thread`` method ends the process (``timeout`` seconds), and then,
     right before, closes the harness (``os._exit`` runs no teardown: no child, no run
-    directory would be cleaned up)."""
-    dump_at = max(0.0, timeout - min(1.0, timeout * 0.2))
+    directory would be cleaned up).
+
+    It fires after mpfault's deadline (kept at ``max(timeout - 1, 0.8 * timeout)``),
+    which ends a blocking call of the main thread with a :class:`Hang` first; the
+    timer is what is left when even that could not end the test (a call signals do
+    not interrupt, a teardown that outlasts the timeout)."""
+    dump_at = max(0.0, timeout - min(0.5, timeout * 0.1))
     close_at = max(dump_at, timeout - min(0.2, timeout * 0.05))
 
     def fire() -> None:

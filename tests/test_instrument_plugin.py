@@ -4,9 +4,14 @@ every start method (the inner tests use the fixture, parametrized over all of th
 
 from __future__ import annotations
 
+import json
 import pathlib
+import re
+import time
 
 import pytest
+
+from procs import wait_gone
 
 pytest_plugins = ["pytester"]
 
@@ -105,6 +110,49 @@ def test_pool_worker_killed_after_its_second_task(pytester: pytest.Pytester) -> 
     pytester.makepyfile(POOL_KILL)
     result = run(pytester)
     result.assert_outcomes(passed=3)
+
+
+POOL_MAP_DEADLINE = r"""
+import json, os
+import pytest
+
+def square(x):
+    return x * x
+
+@pytest.mark.mpfault("got@*PoolWorker-*#2:kill(after)", instrument=True, deadline=4)
+def test_pool_map(mpfault):
+    with mpfault.ctx.Pool(2) as pool:
+        with open(os.environ["POOL_PIDS"], "a") as f:
+            f.write(json.dumps([p.pid for p in pool._pool]) + "\n")
+        pool.map(square, range(8), chunksize=1)  # gh-66587: stock CPython waits forever
+"""
+
+
+def test_pool_map_in_the_test_ends_at_the_deadline_in_a_hang(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The done-when of the instrumentation issue: pool.map() called in the test itself
+    (no harness wait involved) is ended by the deadline, and the Hang names the killed
+    worker and the task it had taken; nothing is left behind."""
+    pytester.makepyfile(POOL_MAP_DEADLINE)
+    pids = pytester.path / "pids"
+    monkeypatch.setenv("POOL_PIDS", str(pids))
+    t0 = time.monotonic()
+    result = run(pytester, f"--mpfault-tmpdir={pytester.path}")
+    elapsed = time.monotonic() - t0
+    result.assert_outcomes(failed=3)
+    out = result.stdout.str()
+    assert out.count("Hang: a blocking call in the test's main thread") >= 3
+    assert (
+        out.count("was killed by SIGKILL right after get() on 'SimpleQueue@multiprocessing/pool")
+        >= 3
+    )
+    assert re.search(r"returned \(\d+, \d+, <function mapstar", out)  # the task it took
+    assert elapsed >= 3 * 4 - 1  # each waited for its deadline
+    assert [p for p in pytester.path.iterdir() if p.name.startswith("mpf-")] == []
+    workers = [pid for line in pids.read_text().splitlines() for pid in json.loads(line)]
+    assert len(workers) == 6
+    assert wait_gone(workers, 10) == [], "pool workers outlived the test"
 
 
 EXECUTOR = """

@@ -179,3 +179,23 @@ def test_bad_arguments() -> None:
             h.program(["true"], name="MainProcess")
     with pytest.raises(MpfaultError, match="closed"):
         h.program(["true"])
+
+
+def _blocks(q):
+    return q.get()
+
+
+def test_a_hang_of_the_harness_holds_every_programs_stack(tmp_path) -> None:
+    ready = Ready(tmp_path)
+    with mpfault.Harness(start_method="fork") as h:
+        script = tmp_path / "waiter.py"
+        script.write_text(WAITER)
+        p = h.program([PY, str(script)], env={"READY": ready.path})
+        ready.wait()
+        child = h.spawn(_blocks, h.queue())
+        with pytest.raises(Hang) as info:
+            child.result(timeout=0.5)
+    text = str(info.value)
+    assert f"--- program waiter (pid {p.pid}) ---" in text
+    assert "in block_here" in text.split("Programs:", 1)[1]
+    assert any(name.startswith("program waiter") for name in info.value.stacks)

@@ -313,7 +313,30 @@ class Harness:
             if fates:
                 msg += "\n\nProcesses the code under test started:\n" + "\n".join(fates)
         msg += f"\n\nStacks of the test's live children:\n{body or '(none)'}"
+        programs = self._program_stacks(stack_timeout)
+        if programs:
+            msg += "\n\nPrograms:\n" + "\n\n".join(
+                f"--- {name} ---\n{text}" for name, text in programs.items()
+            )
+            stacks.update(programs)
         return Hang(msg, call=call, stacks=stacks)
+
+    def _program_stacks(self, stack_timeout: float) -> dict[str, str]:
+        """Each program's fate, and its stack while it runs (see :meth:`program`)."""
+        if "_serve_state" not in self.__dict__:
+            return {}
+        from . import _serve
+
+        st = _serve.current(self)
+        if st is None:
+            return {}
+        out = {}
+        for p in st.programs:
+            text = p.describe()
+            if p.is_alive():
+                text += "\n" + p.stack(timeout=max(0.5, min(stack_timeout, 2.0)))
+            out[f"program {p.name} (pid {p.pid})"] = text
+        return out
 
     def _last_operations(self, hist: History | None) -> list[str]:
         out = []

@@ -76,3 +76,17 @@ class ListQueue:
 
     def qsize(self) -> int:
         return len(self.items)
+
+
+def without_coverage() -> dict[str, str]:
+    """This environment less coverage.py's variables: a subprocess started with it is not
+    measured (coverage's multiprocessing support imports multiprocessing, which the tests
+    of what a module loads must not see)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
+
+
+def drop_coverage_env(monkeypatch: object) -> None:
+    """Remove coverage.py's variables for this test (``monkeypatch``: pytest's fixture)."""
+    for key in list(os.environ):
+        if key.startswith("COVERAGE_"):
+            monkeypatch.delenv(key)  # type: ignore[attr-defined]

@@ -16,6 +16,7 @@ import pytest
 import mpfault
 from mpfault import faults
 from mpfault._runtime import actions
+from procs import drop_coverage_env, without_coverage
 
 #: what a session of a project with the plugin installed, and no test using it, loads
 PLUGIN_MODULES = {
@@ -52,6 +53,7 @@ def _loaded_by(code: str) -> set[str]:
         capture_output=True,
         text=True,
         check=True,
+        env=without_coverage(),
     )
     return set(json.loads(out.stdout.splitlines()[-1]))
 
@@ -72,9 +74,12 @@ def pytest_sessionfinish(session):
 """
 
 
-def test_a_session_without_mpfault_tests_loads_nothing_more(pytester: pytest.Pytester) -> None:
+def test_a_session_without_mpfault_tests_loads_nothing_more(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Collecting, running and reporting a test that does not use mpfault, with the
     header shown: the plugin's modules only (no harness, contract, grammar)."""
+    drop_coverage_env(monkeypatch)  # (coverage's own multiprocessing support)
     pytester.makeconftest(SESSION_CONFTEST)
     pytester.makepyfile("def test_plain():\n    assert 1 + 1 == 2\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist")

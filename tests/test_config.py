@@ -296,7 +296,15 @@ def test_the_start_methods_read_without_multiprocessing_are_its_own() -> None:
         "import multiprocessing\n"
         "print(json.dumps([mine, multiprocessing.get_all_start_methods(), loaded]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    from procs import without_coverage
+
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=without_coverage(),
+    )
     mine, theirs, loaded = json.loads(out.stdout)
     assert mine == theirs
     assert not loaded or sys.version_info >= (3, 14)

@@ -277,25 +277,47 @@ def _queue_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
         prev = getattr(tls, "q", None)
         if prev is self:  # inside an operation of this queue: its own business
             return orig(self, *args, **kwargs)
-        _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
-        try:
-            if sh._mpf_session is not _SESSION:
-                return orig(self, *args, **kwargs)
-            tls.q = self
-            try:
-                return getattr(sh, op)(*args, **kwargs)
-            finally:
-                tls.q = prev
-        finally:
-            _INFLIGHT.pop()
-            if _PENDING and not _INFLIGHT:
-                _close_pending()
+        return _through(sh, op, self, prev, orig, self, args, kwargs)
 
+    return _dressed(method, op, orig)
+
+
+def _through(
+    sh: Any,
+    op: str,
+    owner: Any,
+    prev: Any,
+    orig: Callable[..., Any],
+    obj: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call ``op`` of the shadow queue ``sh`` for ``obj`` (``owner``: whose operation it
+    is, for the calls it makes inside), counted in flight; plain ``orig`` if the session
+    ended meanwhile."""
+    tls = _tls
+    _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
+    try:
+        if sh._mpf_session is not _SESSION:
+            return orig(obj, *args, **kwargs)
+        tls.q = owner
+        try:
+            return getattr(sh, op)(*args, **kwargs)
+        finally:
+            tls.q = prev
+    finally:
+        _INFLIGHT.pop()
+        if _PENDING and not _INFLIGHT:
+            _close_pending()
+
+
+def _dressed(method: Any, op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` standing in for ``orig``: its name, qualified name, doc, __wrapped__."""
     method.__name__ = op
     method.__qualname__ = getattr(orig, "__qualname__", op)
     method.__doc__ = getattr(orig, "__doc__", None)
-    method.__wrapped__ = orig  # type: ignore[attr-defined]
-    return method
+    method.__wrapped__ = orig
+    return method  # type: ignore[no-any-return]
 
 
 def _conn_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -318,25 +340,9 @@ def _conn_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
                 return orig(self, *args, **kwargs)
             owner = self
             name = op
-        _INFLIGHT.append(None)  # then look again: the session may have ended meanwhile
-        try:
-            if sh._mpf_session is not _SESSION:
-                return orig(self, *args, **kwargs)
-            tls.q = owner
-            try:
-                return getattr(sh, name)(*args, **kwargs)
-            finally:
-                tls.q = prev
-        finally:
-            _INFLIGHT.pop()
-            if _PENDING and not _INFLIGHT:
-                _close_pending()
+        return _through(sh, name, owner, prev, orig, self, args, kwargs)
 
-    method.__name__ = op
-    method.__qualname__ = getattr(orig, "__qualname__", op)
-    method.__doc__ = getattr(orig, "__doc__", None)
-    method.__wrapped__ = orig  # type: ignore[attr-defined]
-    return method
+    return _dressed(method, op, orig)
 
 
 def _patch(cls: type, op: str, factory: Callable[[str, Any], Any]) -> bool:

@@ -86,13 +86,25 @@ def test_a_session_without_mpfault_tests_loads_nothing_more(
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["mpfault: seed=*"])
     loaded = set(json.loads((pytester.path / "loaded.json").read_text()))
-    # and the served queues' plugin (entry point mpfault-serve), which imports nothing more
+    # and the served queues' report hooks (registered by the plugin), which import nothing more
     assert {m for m in loaded if m.startswith("mpfault")} == PLUGIN_MODULES | {
         "mpfault._serve_plugin"
     }
     # not even multiprocessing, for the header's start methods (where _config knows them)
     heavy = HEAVY | ({"multiprocessing"} if sys.version_info < (3, 14) else set())
     assert not heavy & loaded, sorted(heavy & loaded)
+
+
+def test_no_mpfault_disables_every_part_of_the_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drop_coverage_env(monkeypatch)
+    pytester.makeconftest(SESSION_CONFTEST)
+    pytester.makepyfile("def test_plain():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:mpfault")
+    result.assert_outcomes(passed=1)
+    loaded = set(json.loads((pytester.path / "loaded.json").read_text()))
+    assert {m for m in loaded if m.startswith("mpfault")} == set()
 
 
 def test_the_contract_plugin_is_registered_when_asked_for(pytester: pytest.Pytester) -> None:

@@ -1,4 +1,5 @@
-"""pytest integration of served queues and programs (entry point ``mpfault-serve``).
+"""pytest integration of served queues and programs (registered by :mod:`mpfault.plugin`
+as ``mpfault-serve``).
 
 Each program's stdout and stderr become report sections of their own
 (``Captured stdout (mpfault program producer) call``), and a failing test's report

@@ -26,6 +26,8 @@ __all__ = ["mpfault"]
 
 #: the contract plugin, registered when its options are given (or help is asked for)
 _CONTRACT = "mpfault._contract.pytest_plugin"
+#: the report sections of served queues and programs, registered with this plugin
+_SERVE = "mpfault._serve_plugin"
 _CONTRACT_FLAGS = (
     "--mpfault-contract",
     "--mpfault-queue",
@@ -140,6 +142,12 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_XdistHooks(seed), "mpfault-xdist")
     if config.pluginmanager.hasplugin("timeout"):
         config.pluginmanager.register(_TimeoutHooks(), "mpfault-timeout")
+    # served queues and programs (their report sections); part of this plugin, so that
+    # -p no:mpfault disables it too
+    if not config.pluginmanager.has_plugin("mpfault-serve"):
+        import importlib
+
+        config.pluginmanager.register(importlib.import_module(_SERVE), "mpfault-serve")
     # SIGTERM is made to clean up like SIGINT when the first harness is made
     # (Harness.from_item): a session without an mpfault test keeps Python's default
 

@@ -8,6 +8,7 @@ import queue
 import select
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from mpfault._runtime.procfs import alive as alive
 
@@ -90,3 +91,24 @@ def drop_coverage_env(monkeypatch: object) -> None:
     for key in list(os.environ):
         if key.startswith("COVERAGE_"):
             monkeypatch.delenv(key)  # type: ignore[attr-defined]
+
+
+def read_until(stream: Any, marker: bytes, timeout: float = 120.0) -> bytes:
+    """Read ``stream`` (a pipe) until ``marker`` appears, EOF or ``timeout``; return what
+    was read (no polling: a selector waits for data)."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    seen = b""
+    end = time.monotonic() + timeout
+    try:
+        while marker not in seen and time.monotonic() < end:
+            if sel.select(end - time.monotonic()):
+                chunk = os.read(stream.fileno(), 4096)
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        sel.close()
+    return seen

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import time
 import pytest
 
 from mpfault import _rundir
+from procs import read_until
 
 TARGETS = """
 import os, sys
@@ -135,16 +135,7 @@ def test_blocks(mpfault):
         stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    seen = b""
-    end = time.monotonic() + 120
-    while b"READY" not in seen and time.monotonic() < end:
-        if sel.select(end - time.monotonic()):
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
+    seen = read_until(proc.stdout, b"READY")
     assert b"READY" in seen, seen.decode(errors="replace")
     assert [n for n in os.listdir(tmp) if n.startswith("mpf-")], "no run directory made"
     return proc

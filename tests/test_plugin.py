@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
-from procs import wait_gone
+from procs import read_until, wait_gone
 
 METHODS = ["fork", "spawn", "forkserver"]
 
@@ -291,16 +289,7 @@ def test_blocks(mpfault):
         stderr=subprocess.STDOUT,
     )
     assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    seen = b""
-    end = time.monotonic() + 120
-    while b"READY" not in seen and time.monotonic() < end:
-        if sel.select(end - time.monotonic()):
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                break
-            seen += chunk
+    seen = read_until(proc.stdout, b"READY")
     assert b"READY" in seen, seen.decode(errors="replace")
     found = _pids(pids)
     assert len(found) == 2

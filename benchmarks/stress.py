@@ -58,6 +58,8 @@ def pytest_generate_tests(metafunc):
 
 
 def pytest_runtest_logreport(report):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller records it (xdist calls this hook in both)
     if report.when == "call" or report.failed:
         test = re.sub(r"(?<=[\[-])rep\d+-|-rep\d+(?=\])|\[rep\d+\]", "", report.nodeid)
         why = report.longreprtext.strip().splitlines()[-1][:200] if report.failed else ""
@@ -82,9 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", dest="workers", default="0", help="pytest-xdist workers (default 0)")
     p.add_argument("-k", dest="keyword", default=None, help="pytest -k expression")
     p.add_argument("files", nargs="*", default=None, help="test files (default: timing tests)")
-    args, extra = p.parse_known_args(argv)
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # everything after "--" goes to pytest as it is (argparse would take it as files)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    args, unknown = p.parse_known_args(argv)
+    extra = unknown + extra
     files = args.files or TIMING_SENSITIVE
     with tempfile.TemporaryDirectory(prefix="mpfault-stress-") as work:
         with open(os.path.join(work, "mpfault_stress_plugin.py"), "w") as f:

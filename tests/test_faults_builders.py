@@ -80,7 +80,7 @@ CONSTRUCTOR_ERRORS: list[tuple[Callable[[], object], str]] = [
     (lambda: delay("1"), "delay: seconds must be a number of seconds, got '1'"),  # type: ignore[arg-type]
     (lambda: delay(True), "delay: seconds must be a number of seconds, got True"),
     (lambda: pause(-0.5), "pause: seconds must be a finite number of seconds >= 0, got -0.5"),
-    (lambda: kill("later"), "kill: when must be 'before' or 'after', got 'later'"),
+    (lambda: kill("later"), "kill: when must be 'before', 'after' or 'during', got 'later'"),
     (lambda: kill(signal=0), "kill: signal must be a signal number in 1..64, got 0"),
     (lambda: exit(256), "exit: code must be an int in 0..255, got 256"),
     (lambda: exit(True), "exit: code must be an int in 0..255, got True"),

@@ -44,6 +44,8 @@ EXAMPLES: list[tuple[str, Fault]] = [
     ("get:20%delay(1ms..20ms)", delay(0.001, 0.019, op="get", prob=0.2)),
     ("put@producer-*#5:kill(after)", kill("after", op="put", who="producer-*", nth=5)),
     ("put:kill(after,SIGTERM)", kill("after", signal.SIGTERM, op="put")),
+    ("get@*PoolWorker-*#1:kill(during)", kill("during", op="get", who="*PoolWorker-*", nth=1)),
+    ("send:kill(during,SIGTERM)", kill("during", signal.SIGTERM, op="send")),
     ("get@consumer-1:exit(3,after)", exit(3, "after", op="get", who="consumer-1")),
     ("put:2*delay(10ms)->full", chain(delay(0.01, op="put", times=2), full())),
     ("empty:return(False)", return_(False, op="empty")),
@@ -97,6 +99,7 @@ CANONICAL = [
     ("put:kill(15)", "put:kill(SIGTERM)"),
     ("put:kill(term)", "put:kill(SIGTERM)"),
     ("put:kill(KILL)", "put:kill"),
+    ("get:kill(SIGKILL,during)", "get:kill(during)"),
     ("get:exit(after,1)", "get:exit(after)"),
     ("get:exit(1,before)", "get:exit"),
     ("get:exit(0)", "get:exit(0)"),
@@ -327,7 +330,7 @@ def _rand_term(rng: random.Random, op: str | None) -> Fault:
     if action == "pause":
         return pause(_rand_float(rng), **kw)
     if action == "kill":
-        return kill(when, rng.randint(1, signal.NSIG - 1), **kw)
+        return kill(rng.choice([when, "during"]), rng.randint(1, signal.NSIG - 1), **kw)
     if action == "exit":
         return exit(rng.randint(0, 255), when, **kw)
     if action == "gate":
@@ -500,8 +503,18 @@ ERRORS = [
     ),
     (
         "put:kill(after,before)",
-        "kill takes at most one of before/after and one signal, got 'after,before'",
+        "kill takes at most one of before/after/during and one signal, got 'after,before'",
     ),
+    (
+        "get:kill(during,during)",
+        "kill takes at most one of before/after/during and one signal, got 'during,during'",
+    ),
+    (
+        "got:kill(during)",
+        "op 'got' counts the gets that returned an item, so its actions act after them:"
+        " kill(after), exit(code,after), gate(name,after) or off, not 'kill(during)'",
+    ),
+    ("put:exit(during)", "exit takes an exit code 0..255 and/or before/after, got 'during'"),
     ("put:kill(0)", f"kill: signal must be a signal number in 1..{signal.NSIG - 1}, got 0"),
     ("put:exit(256)", "exit: code must be an int in 0..255, got 256"),
     ("put:exit(-1)", "exit takes an exit code 0..255 and/or before/after, got '-1'"),

@@ -298,6 +298,19 @@ try:
         threading.Event().wait()
 except TimeoutError as e:
     print("raised:", e)
+# unwinding from the error blocks again (a pool's terminate() in a with's exit):
+# raised there too, every `every` seconds, while armed
+w = Watchdog(lambda: TimeoutError("first"), again=lambda: TimeoutError("again"), every=0.3)
+t = time.monotonic()
+w.arm(t + 0.3)
+try:
+    try:
+        lock.acquire()
+    finally:
+        lock.acquire()  # blocks again, for good
+except TimeoutError as e:
+    print("unwound:", e, "from", e.__context__, time.monotonic() - t >= 0.59)
+w.disarm()
 # not in the main thread: nothing armed
 res = []
 th = threading.Thread(target=lambda: res.append(Watchdog(lambda: TimeoutError()).arm(0)))
@@ -316,6 +329,7 @@ def test_deadline_watchdog_ends_any_blocking_call(pytester: pytest.Pytester) -> 
     assert "raised: lock" in out
     assert "restored: True" in out
     assert "alarm\nraised: after the alarm" in out.replace("\r", "")
+    assert "unwound: again from first True" in out
     assert "thread arm: [False]" in out
     assert took < 30
 

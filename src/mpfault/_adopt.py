@@ -174,7 +174,12 @@ class AdoptedChild(Child):
             return text + ", before any recorded operation"
         what = f"{last.op}() on {last.queue!r}"
         if last.end is None:
-            return text + (f", blocked in {what}" if alive else f" while in {what}")
+            if alive:
+                return text + f", blocked in {what}"
+            held = [w for m, w in hist.locks_held_by_the_dead() if m.pid == self.pid]
+            which = ("task" if held[-1] == "cond" else held[-1]) if held else ""
+            lock = f", holding its {which} lock" if held else ""
+            return text + f" while in {what}{lock}"
         if alive:
             return text + f"; its last operation: {what}"
         if last.outcome == "raised":

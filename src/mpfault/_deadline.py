@@ -77,12 +77,23 @@ class Watchdog:
     thread is still blocked (it may talk to child processes; keep it bounded); None
     from it means "not now" (nothing is raised).  The error is raised once;
     :meth:`disarm` before the deadline and nothing happens.
+
+    ``again``: the code that unwinds from the error (a ``finally`` block, a context
+    manager's exit: ``with Pool(...)`` terminates the pool) may block again, for good;
+    while the watchdog is armed, every ``every`` seconds after the error was raised,
+    ``again()`` (None: nothing) is raised in the main thread too.
     """
 
     def __init__(
-        self, make_error: Callable[[], BaseException | None], name: str = "mpfault-deadline"
+        self,
+        make_error: Callable[[], BaseException | None],
+        name: str = "mpfault-deadline",
+        again: Callable[[], BaseException | None] | None = None,
+        every: float = 2.0,
     ) -> None:
         self._make_error = make_error
+        self._again = again
+        self._every = every
         self._name = name
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
@@ -122,19 +133,25 @@ class Watchdog:
             while not self._cancel.wait(max(0.0, at - time.monotonic())):
                 if time.monotonic() >= at:
                     break
-            if self._cancel.is_set():
-                return
-            try:
-                err = self._make_error()
-            except BaseException as e:  # the error must still end the call
-                err = e
-            with _lock:
-                if self._cancel.is_set() or err is None:
+            make = self._make_error
+            while not self._cancel.is_set():
+                try:
+                    err = make()
+                except BaseException as e:  # the error must still end the call
+                    err = e
+                with _lock:
+                    if self._cancel.is_set() or err is None:
+                        return
+                    self._error = err
+                    self._raised = False
+                    self._sent = True
+                with contextlib.suppress(OSError, ValueError):
+                    signal.pthread_kill(main, SIGNAL)
+                if self._again is None:
                     return
-                self._error = err
-                self._sent = True
-            with contextlib.suppress(OSError, ValueError):
-                signal.pthread_kill(main, SIGNAL)
+                make = self._again
+                if self._cancel.wait(self._every):
+                    return
 
         self._thread = threading.Thread(target=watch, name=self._name, daemon=True)
         self._thread.start()

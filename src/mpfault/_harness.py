@@ -371,7 +371,13 @@ class Harness:
             method = ref()  # a harness nobody holds any more raises nothing
             return None if method is None else method()
 
-        w = _deadline.Watchdog(make_error, name="mpfault-deadline")
+        again_ref = weakref.WeakMethod(self._main_thread_hang_again)
+
+        def make_again() -> BaseException | None:
+            method = again_ref()
+            return None if method is None else method()
+
+        w = _deadline.Watchdog(make_error, name="mpfault-deadline", again=make_again)
         if w.arm(self._started + self.deadline + margin):
             self._watchdog = w
             return True
@@ -386,6 +392,18 @@ class Harness:
                 self.deadline or 0.0,
                 True,
                 stack_timeout=3.0,
+            )
+
+    def _main_thread_hang_again(self) -> BaseException | None:
+        with self._report_lock:
+            if self._closed or (self._watchdog is not None and self._watchdog.cancelled):
+                return None
+            return Hang(
+                "the test's main thread blocked again while unwinding from the Hang"
+                " above (in a finally block or a context manager's exit: a pool's"
+                " terminate(), a join()); ended too",
+                call="a blocking call in the test's main thread, again",
+                stacks={},
             )
 
     def stop_watching(self) -> None:

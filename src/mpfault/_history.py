@@ -7,12 +7,17 @@ process-level marks (faults that fired, kills, pauses, gates).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ._runtime.during import HOLDING
 from ._runtime.errors import HistoryError
 from ._runtime.reader import Event, Mark, read_events
+
+#: what a ``kill(during)`` fault mark says the process held: "(during, <this>) [spec]"
+_DURING = re.compile(r"\(during, (.*)\) \[")
 
 __all__ = ["History", "HistoryError", "Item"]
 
@@ -283,25 +288,59 @@ class History:
             k = kills[-1]
             plan = self.plans.get(k.queue, [])
             spec = plan[k.fault_index] if 0 <= k.fault_index < len(plan) else "?"
-            s += f"; then fault {spec} fired ({k.kind} {k.detail})"
+            inside = [
+                m.detail
+                for m in self.marks
+                if m.pid == pid
+                and m.kind == "fault"
+                and ": kill " in m.detail
+                and "(during, " in m.detail
+            ]
+            how = _DURING.search(inside[-1]) if inside else None
+            during = f" inside the operation, {how.group(1)}" if how else ""
+            s += f"; then fault {spec} fired ({k.kind} {k.detail}{during})"
         elif e.fault:
             s += f"; fault {e.fault} fired"
         return s
 
+    def locks_held_by_the_dead(self) -> list[tuple[Mark, str]]:
+        """The ``kill(during)`` faults that killed a process holding a queue's lock:
+        (the fault's mark, ``"read"``, ``"write"`` or ``"cond"``), in time order."""
+        out = []
+        for m in self.marks:
+            if m.kind == "fault" and "(during, holding the " in m.detail:
+                for which, phrase in HOLDING.items():
+                    if f"(during, {phrase}" in m.detail:
+                        out.append((m, which))
+                        break
+        return out
+
     def dead_lock_holders(self, side: str) -> list[str]:
-        """The dead processes that may have left a queue's lock taken: for ``"put"``
-        (the write lock a feeder thread takes) the killed processes that put, for
-        ``"get"`` (the read lock) the killed ones that got; each as
-        ``"producer-1 (pid 12, killed, last put on 'q1' at +71.0 ms)"``."""
+        """The dead processes that hold or may have left a queue's lock taken: for
+        ``"put"`` (the write lock a feeder thread takes) the killed processes that put,
+        for ``"get"`` (the read lock) the killed ones that got; each as
+        ``"producer-1 (pid 12, killed; its last put on 'q1' at +71.0 ms)"``.  Those
+        killed inside the operation holding the lock (``kill(during)``) come first, as
+        ``"worker (pid 12, killed inside get() on 'q1' holding it, at +3.0 ms)"``."""
         ops = _PUTS if side == "put" else _GETS
         t0 = self.t0
+        certain = []
+        sure: set[int] = set()
+        for m, which in self.locks_held_by_the_dead():
+            if which == ("write" if side == "put" else "read") and m.pid not in sure:
+                sure.add(m.pid)
+                op = m.detail.split(":", 1)[0]
+                certain.append(
+                    f"{m.process} (pid {m.pid}, killed inside {op}() on {m.queue!r} holding"
+                    f" it, at +{(m.time - t0) * 1000:.1f} ms)"
+                )
         killed = {m.pid for m in self.marks if m.kind in ("kill", "exit")}
         killed |= {pid for pid, fate in self.fates.items() if fate == "killed"}
         last: dict[int, Event] = {}
         for e in self.events:
-            if e.op in ops and e.pid in killed:
+            if e.op in ops and e.pid in killed and e.pid not in sure:
                 last[e.pid] = e
-        return [
+        return certain + [
             f"{e.process} (pid {e.pid}, killed; its last {e.op} on {e.queue!r} at "
             f"+{(e.start - t0) * 1000:.1f} ms)"
             for e in sorted(last.values(), key=lambda e: -e.start)
@@ -319,8 +358,9 @@ class History:
         holders = self.dead_lock_holders(side)
         if not holders:
             return ""
+        how = "held by" if "holding it" in holders[0] else "last taken by"
         return (
-            f"blocked on a queue {lock} last taken by {holders[0]}"
+            f"blocked on a queue {lock} {how} {holders[0]}"
             + (f" (or by {', '.join(holders[1:])})" if len(holders) > 1 else "")
             + ": a process killed while holding a queue's lock leaves it taken for good"
         )

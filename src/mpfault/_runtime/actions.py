@@ -56,6 +56,8 @@ GET_OPS: Final[frozenset[str]] = frozenset({"get", "get_nowait"})
 LIE_OPS: Final[frozenset[str]] = frozenset({"qsize", "empty", "full"})
 
 WHENS: Final = ("before", "after")
+#: ``kill`` also acts ``during`` an operation: inside it, holding what it holds (during.py)
+KILL_WHENS: Final = ("before", "after", "during")
 MAX_COUNT: Final = 2**63 - 1  # counters are int64
 DEFAULT_SIGNAL: Final = int(_signal.SIGKILL)
 LITERAL_KINDS: Final = "None, bool, int, float, str, bytes or a tuple of these"
@@ -124,9 +126,12 @@ def _seconds(what: str, value: object) -> float:
     return seconds
 
 
-def _when(action: str, value: object) -> str:
-    if value not in WHENS:
-        raise FaultSpecError(f"{action}: when must be 'before' or 'after', got {value!r}")
+def _when(action: str, value: object, whens: tuple[str, ...] = WHENS) -> str:
+    if value not in whens:
+        wanted = " or ".join(repr(w) for w in whens)
+        if len(whens) > 2:
+            wanted = ", ".join(repr(w) for w in whens[:-1]) + f" or {whens[-1]!r}"
+        raise FaultSpecError(f"{action}: when must be {wanted}, got {value!r}")
     return str(value)
 
 
@@ -284,7 +289,7 @@ def _normalise_kill(args: tuple[Any, ...]) -> tuple[Any, ...]:
     _arity("kill", args, 0, 2)
     when = args[0] if args else "before"
     number = args[1] if len(args) > 1 else DEFAULT_SIGNAL
-    return (_when("kill", when), _signal_number(number))
+    return (_when("kill", when, KILL_WHENS), _signal_number(number))
 
 
 def _when_and(
@@ -293,12 +298,13 @@ def _when_and(
     is_other: Callable[[str], object],
     parse: Callable[[str], Any],
     error: str,
+    whens: tuple[str, ...] = WHENS,
 ) -> tuple[str, Any]:
     """(when, the other argument or None) of ``action(text)``: the two in either order."""
     when: str | None = None
     other: Any = None
     for part in _parts(action, text):
-        if part in WHENS and when is None:
+        if part in whens and when is None:
             when = part
         elif is_other(part) and other is None:
             other = parse(part)
@@ -310,8 +316,10 @@ def _when_and(
 def _parse_kill(text: str | None) -> tuple[Any, ...]:
     if text is None or not text.strip():
         return ()
-    error = f"kill takes at most one of before/after and one signal, got {text!r}"
-    when, number = _when_and("kill", text, lambda p: p not in WHENS, _t.parse_signal, error)
+    error = f"kill takes at most one of before/after/during and one signal, got {text!r}"
+    when, number = _when_and(
+        "kill", text, lambda p: p not in KILL_WHENS, _t.parse_signal, error, KILL_WHENS
+    )
     return (when, DEFAULT_SIGNAL if number is None else number)
 
 
@@ -329,6 +337,10 @@ def _fire_kill(call: Call, index: int, term: Fault) -> None:
         signame = _signal.Signals(sig).name
     except ValueError:
         signame = f"signal {sig}"
+    if when == "during":  # inside the operation, as far as it blocks or takes a lock
+        from .during import enter
+
+        when = f"during, {enter(call)}"
     call.rec.mark("fault", call.name, f"{call.op}: kill {signame} ({when}) [{term}]", index)
     call.rec.mark("kill", call.name, signame, index)
     call.st.kill_self(sig)

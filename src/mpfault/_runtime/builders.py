@@ -140,10 +140,21 @@ def kill(
     prob: float | None = None,
     item: object = ANY,
 ) -> Fault:
-    """Make the calling process kill itself with ``signal``, right before or after the op.
+    """Make the calling process kill itself with ``signal``, right before or after the
+    op, or ``during`` it: blocked inside the operation, holding what it holds there.
 
-    Spec: ``kill``, ``kill(after)``, ``kill(after,SIGTERM)``.  Applies to every
-    operation.  Selector keywords: see :func:`delay`.
+    ``during`` a get of a ``multiprocessing`` Queue or SimpleQueue the process dies
+    holding the queue's read lock (as a worker idle in ``get()``), during a put holding
+    the write lock its feeder thread takes to send (the item taken in and never sent),
+    during ``task_done()`` holding the JoinableQueue's condition lock, during a
+    connection's ``send`` half-way through writing the message; such a lock is never
+    released, so every other process that needs it blocks for good.  A lock that
+    another process holds is waited for first, as the operation would; an operation
+    with nothing to hold (or a queue whose locks mpfault does not know) dies on entry.
+    The fault's mark in the history says which it was.
+
+    Spec: ``kill``, ``kill(after)``, ``kill(after,SIGTERM)``, ``kill(during)``.  Applies
+    to every operation.  Selector keywords: see :func:`delay`.
     """
     return _build("kill", (when, signal), op, who, nth, times, prob, item)
 

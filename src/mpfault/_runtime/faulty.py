@@ -160,7 +160,7 @@ def _faulty(
         if has_item
         else rec.begin(name, code)
     )
-    call = Call(st, name, op, args, kwargs, has_item)
+    call = Call(st, name, op, args, kwargs, has_item, queue)
     after: list[tuple[int, Fault]] = []
     flush: Callable[[], None] | None = None
     try:
@@ -221,6 +221,7 @@ class Call:
         "kwargs",
         "name",
         "op",
+        "queue",
         "rec",
         "result",
         "st",
@@ -234,6 +235,7 @@ class Call:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         has_item: bool,
+        queue: Any = None,
     ) -> None:
         #: the process's runtime state, and its recorder
         self.st = st
@@ -245,6 +247,8 @@ class Call:
         self.kwargs = kwargs
         #: whether the operation puts an item (``args[0]``)
         self.has_item = has_item
+        #: the object the operation acts on (the queue, or an instrumented connection)
+        self.queue = queue
         #: the plan index of the last fault noted (-1: none)
         self.fired = -1
         #: what the operation returns instead of calling the queue (_NOTHING: call it)

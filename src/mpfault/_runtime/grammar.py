@@ -15,6 +15,7 @@ Examples::
     put==None:drop                drop the sentinel
     get:20%delay(1ms..20ms)       one get in five sleeps 1 to 20 ms first
     put@producer-*#5:kill(after)  producers SIGKILL themselves right after their 5th put
+    get@worker-1:kill(during)     worker-1 dies inside its get, holding the read lock
     put:2*delay(10ms)->full       the first two puts are slow, then the queue is "full"
     empty:return(False)           empty() lies
     put_nowait#2..4:raise(ValueError:boom)

@@ -405,7 +405,7 @@ def _attach_queue(q: Any, name: str, session: _Session) -> None:
         if isinstance(conn, _mpc.Connection):
             conn.__dict__[_OWNER] = q
             view = _View(
-                None, {"put": types.MethodType(send, conn), "get": types.MethodType(recv, conn)}
+                conn, {"put": types.MethodType(send, conn), "get": types.MethodType(recv, conn)}
             )
             conn.__dict__[_SHADOW] = _Shadow(view, plan, name, session)
 
@@ -413,7 +413,7 @@ def _attach_queue(q: Any, name: str, session: _Session) -> None:
 def _attach_conn(conn: Any, name: str, session: _Session) -> None:
     raws = {op: types.MethodType(_ORIGINALS[(_mpc._ConnectionBase, op)], conn) for op in _CONN_OPS}
     conn.__dict__[_SHADOW] = _Shadow(
-        _View(None, raws), session.config.plan_for(name), name, session
+        _View(conn, raws), session.config.plan_for(name), name, session
     )
 
 

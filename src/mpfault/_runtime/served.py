@@ -85,6 +85,8 @@ class ServeConfig:
 class _ClientState(_st.ProcessState):
     """The runtime of one client, inside the server: its name, pid and history."""
 
+    own_process = False
+
     def __init__(self, run: _st.RunInfo, process: str, pid: int, recorder: Recorder) -> None:
         self.run = run
         self.pid = pid

@@ -26,15 +26,29 @@ def _scratch_file() -> Any:
 _FRAME_LINE = re.compile(r'^  File "(.*)", line (\d+) in (.*)$')
 
 
+_MPFAULT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
 def _startup_frames(frames: list[str]) -> int:
-    """How many frames (oldest first) lead up to the target's call in ``bootstrap.run``."""
+    """How many frames (oldest first) lead up to the target's call: in ``bootstrap.run``
+    for a harness child, else in ``BaseProcess.run`` (a process the code under test
+    started: a pool worker's stack starts at ``pool.worker``)."""
+    import multiprocessing.process
+
     from .bootstrap import run
 
-    for i in range(len(frames) - 1, -1, -1):
-        m = _FRAME_LINE.match(frames[i])
-        if m is not None and m.group(3) == "run" and m.group(1) == run.__code__.co_filename:
-            return i + 1 if i + 1 < len(frames) else 0
+    for path in (run.__code__.co_filename, multiprocessing.process.__file__):
+        for i in range(len(frames) - 1, -1, -1):
+            m = _FRAME_LINE.match(frames[i])
+            if m is not None and m.group(3) == "run" and m.group(1) == path:
+                return i + 1 if i + 1 < len(frames) else 0
     return 0
+
+
+def _ours(line: str) -> bool:
+    """Whether a frame line is one of mpfault's runtime (instrumentation, faults)."""
+    m = _FRAME_LINE.match(line)
+    return m is not None and m.group(1).startswith(_MPFAULT_DIR)
 
 
 def format_stacks() -> str:
@@ -79,7 +93,17 @@ def format_stacks() -> str:
                 f"  ({skip} frames of the child's start-up not shown: multiprocessing's "
                 "bootstrap, mpfault's, and any inherited from the parent)"
             )
-        for line in frames[skip:]:
+        shown = frames[skip:]
+        if len(shown) > 1 and not _ours(shown[-1]):
+            # between the code's call and the queue's own code: mpfault's wrappers
+            kept = [line for line in shown if not _ours(line)]
+            if len(kept) < len(shown):
+                out.append(
+                    f"  ({len(shown) - len(kept)} frames of mpfault's recording and faults"
+                    " not shown)"
+                )
+                shown = kept
+        for line in shown:
             m = _FRAME_LINE.match(line)
             if m is None:
                 out.append(line)  # "  ..." (truncated) or "  <no Python frame>"

@@ -117,6 +117,10 @@ class _Counters:
 class ProcessState:
     """The runtime of one process for one run directory."""
 
+    #: whether faults act on the process making the call (a served queue's server
+    #: acts for its client instead: it never takes a queue's lock for a kill)
+    own_process = True
+
     def __init__(self, run: RunInfo) -> None:
         self.run = run
         self.pid = os.getpid()

@@ -177,7 +177,8 @@ def test_pool_worker_killed_idle_in_get_wedges_map_until_the_deadline(
     # the workers' stacks start at their target, without what they inherited or mpfault's
     stacks = out.split("Stacks of the test's live children")[1].split("During handling")[0]
     assert "task = get()" in stacks
-    assert "_pytest" not in stacks and "pluggy" not in stacks
+    assert "_pytest" not in stacks
+    assert "pluggy" not in stacks
     assert "frames of mpfault's recording and faults not shown" in stacks
     assert "instrument.py" not in stacks
     assert elapsed >= 3 * 4 - 1  # each waited for its deadline

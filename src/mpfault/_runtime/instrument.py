@@ -77,10 +77,14 @@ _PURELIB = sysconfig.get_paths().get("purelib", "") + os.sep
 
 
 class Config:
-    """What every instrumented process needs: the run, and the faults for each name.
+    """What every instrumented process needs: the run, the faults and the item
+    formatters for each name.
 
     ``plan`` applies to every instrumented queue; ``by_name`` adds faults to the
-    queues whose name matches a glob (``(glob, faults)`` pairs).  Picklable.
+    queues whose name matches a glob (``(glob, faults)`` pairs).  ``key`` and ``show``
+    are ``(glob, callable)`` rules: an instrumented queue or pipe formats its items
+    with the callable of the first rule whose glob matches its name (none: the
+    default; see :mod:`.itemfmt`).  Picklable (the callables by reference).
     """
 
     def __init__(
@@ -88,20 +92,30 @@ class Config:
         run: _st.RunInfo,
         plan: Iterable[Any] = (),
         by_name: Iterable[tuple[str, Iterable[Any]]] = (),
+        key: Iterable[tuple[str, Callable[[Any], str]]] = (),
+        show: Iterable[tuple[str, Callable[[Any], str]]] = (),
     ) -> None:
         self.run = run
         self.plan: tuple[Any, ...] = tuple(plan)
         self.by_name: tuple[tuple[str, tuple[Any, ...]], ...] = tuple(
             (glob, tuple(faults)) for glob, faults in by_name
         )
+        self.key: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(key)
+        self.show: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(show)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Config, (self.run, self.plan, self.by_name))
+        return (Config, (self.run, self.plan, self.by_name, self.key, self.show))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
             return NotImplemented
-        return (self.run, self.plan, self.by_name) == (other.run, other.plan, other.by_name)
+        return (self.run, self.plan, self.by_name, self.key, self.show) == (
+            other.run,
+            other.plan,
+            other.by_name,
+            other.key,
+            other.show,
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -112,6 +126,15 @@ class Config:
             if fnmatch.fnmatchcase(name, glob):
                 plan.extend(faults)
         return tuple(plan)
+
+    def formatters_for(self, name: str) -> tuple[Any, Any]:
+        """The ``key`` and ``show`` callables (each None: the default) of the
+        instrumented queue or pipe ``name``: the first rule whose glob matches."""
+        if not self.key and not self.show:
+            return None, None
+        from .itemfmt import pick
+
+        return pick(self.key, name), pick(self.show, name)
 
 
 class _Session:
@@ -241,7 +264,8 @@ class _Shadow(FaultQueue):
 
     def __init__(self, view: _View, plan: tuple[Any, ...], name: str, session: _Session) -> None:
         self._mpf_session = session
-        super().__init__(view, plan, name, session.config.run)
+        key, show = session.config.formatters_for(name)
+        super().__init__(view, plan, name, session.config.run, key, show)
         for op in _CONN_OPS:
             if op in view.__dict__:
                 setattr(self, op, self._make(op))

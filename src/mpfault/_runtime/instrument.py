@@ -85,6 +85,11 @@ class Config:
     are ``(glob, callable)`` rules: an instrumented queue or pipe formats its items
     with the callable of the first rule whose glob matches its name (none: the
     default; see :mod:`.itemfmt`).  Picklable (the callables by reference).
+
+    The rules travel pickled apart and are unpickled when first needed: a spawn or
+    forkserver child unpickles its configuration with its preparation data, before
+    its ``sys.path`` is the parent's, and a test module defining a formatter may not
+    be importable yet then.
     """
 
     def __init__(
@@ -94,27 +99,45 @@ class Config:
         by_name: Iterable[tuple[str, Iterable[Any]]] = (),
         key: Iterable[tuple[str, Callable[[Any], str]]] = (),
         show: Iterable[tuple[str, Callable[[Any], str]]] = (),
+        formatters: bytes = b"",
     ) -> None:
         self.run = run
         self.plan: tuple[Any, ...] = tuple(plan)
         self.by_name: tuple[tuple[str, tuple[Any, ...]], ...] = tuple(
             (glob, tuple(faults)) for glob, faults in by_name
         )
-        self.key: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(key)
-        self.show: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(show)
+        self._key: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(key)
+        self._show: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(show)
+        #: the rules pickled, not loaded yet (b"": loaded, or none)
+        self._pickled = formatters
+
+    def _formatter_bytes(self) -> bytes:
+        if self._pickled or not (self._key or self._show):
+            return self._pickled
+        import pickle
+
+        return pickle.dumps((self._key, self._show))
+
+    def rules(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The ``key`` and ``show`` rules, ``(glob, callable)`` pairs, loaded if need be."""
+        if self._pickled:
+            import pickle
+
+            self._key, self._show = pickle.loads(self._pickled)
+            self._pickled = b""
+        return self._key, self._show
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Config, (self.run, self.plan, self.by_name, self.key, self.show))
+        return (Config, (self.run, self.plan, self.by_name, (), (), self._formatter_bytes()))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
             return NotImplemented
-        return (self.run, self.plan, self.by_name, self.key, self.show) == (
+        return (self.run, self.plan, self.by_name, self._formatter_bytes()) == (
             other.run,
             other.plan,
             other.by_name,
-            other.key,
-            other.show,
+            other._formatter_bytes(),
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -130,11 +153,12 @@ class Config:
     def formatters_for(self, name: str) -> tuple[Any, Any]:
         """The ``key`` and ``show`` callables (each None: the default) of the
         instrumented queue or pipe ``name``: the first rule whose glob matches."""
-        if not self.key and not self.show:
+        if not (self._pickled or self._key or self._show):
             return None, None
         from .itemfmt import pick
 
-        return pick(self.key, name), pick(self.show, name)
+        key, show = self.rules()
+        return pick(key, name), pick(show, name)
 
 
 class _Session:

@@ -345,6 +345,40 @@ def test_instrumented_formatters_reach_every_process(mpfault: Harness) -> None:
     h.assert_no_loss()
 
 
+def _ephemeral_formatter() -> Any:
+    """A function of a module that exists only in this process (pickles here, cannot be
+    loaded in a spawn or forkserver child)."""
+    import sys
+    import types
+
+    mod = sys.modules.get("mpfault_ephemeral_formats")
+    if mod is None:
+        mod = types.ModuleType("mpfault_ephemeral_formats")
+        exec("def shown(item):\n    return 'shown'\n", mod.__dict__)
+        sys.modules[mod.__name__] = mod
+    return mod.shown
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_formatters_a_child_cannot_load_leave_the_defaults_and_a_note(
+    tmp_path: Any, method: str
+) -> None:
+    with Harness(start_method=method, tmpdir=str(tmp_path)) as h:
+        with h.instrument(show=_ephemeral_formatter()):
+            q = h.ctx.Queue()
+            p = h.ctx.Process(target=put_all, args=(q, [1, 2]), name="w")
+            p.start()
+            assert [q.get(timeout=30) for _ in range(2)] == [1, 2]  # the code runs on
+            p.join(60)
+        assert p.exitcode == 0
+        hist = h.history
+        assert [e.item for e in hist.ops("put")] == ["1", "2"]  # the defaults, in the child
+        assert hist.got_items() == ["shown", "shown"]  # the test process loaded it
+        [note] = hist.notes()
+        assert note.startswith("Queue@")
+        assert ": key/show could not be loaded in this process (ModuleNotFoundError: " in note
+
+
 # -- the marker ---------------------------------------------------------------------------------
 
 MARKED = """

@@ -110,6 +110,10 @@ class Config:
         self._show: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(show)
         #: the rules pickled, not loaded yet (b"": loaded, or none)
         self._pickled = formatters
+        #: why the rules could not be loaded in this process ("": they could), and
+        #: whether a note said so
+        self.load_error = ""
+        self.load_noted = False
 
     def _formatter_bytes(self) -> bytes:
         if self._pickled or not (self._key or self._show):
@@ -123,7 +127,13 @@ class Config:
         if self._pickled:
             import pickle
 
-            self._key, self._show = pickle.loads(self._pickled)
+            try:
+                self._key, self._show = pickle.loads(self._pickled)
+            except Exception as e:  # never to break the code under test: the defaults
+                self.load_error = (
+                    f"key/show could not be loaded in this process ({type(e).__name__}: "
+                    f"{e}); default key and repr used"
+                )
             self._pickled = b""
         return self._key, self._show
 
@@ -288,8 +298,12 @@ class _Shadow(FaultQueue):
 
     def __init__(self, view: _View, plan: tuple[Any, ...], name: str, session: _Session) -> None:
         self._mpf_session = session
-        key, show = session.config.formatters_for(name)
-        super().__init__(view, plan, name, session.config.run, key, show)
+        config = session.config
+        key, show = config.formatters_for(name)
+        super().__init__(view, plan, name, config.run, key, show)
+        if config.load_error and not config.load_noted:
+            config.load_noted = True
+            self._state().recorder.mark("note", name, config.load_error)
         for op in _CONN_OPS:
             if op in view.__dict__:
                 setattr(self, op, self._make(op))

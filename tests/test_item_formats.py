@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mpfault import ChildError, Harness, HistoryError, MpfaultError
+from mpfault import ChildError, Hang, Harness, HistoryError, MpfaultError
 from mpfault._report import timeline_text
 from mpfault._runtime import events
 
@@ -94,6 +94,10 @@ class Unpicklable:
 def put_all(q: Any, items: list[Any]) -> None:
     for x in items:
         q.put(x)
+
+
+def get_one(q: Any) -> Any:
+    return q.get()
 
 
 def put_stamped(q: Any, n: int) -> None:
@@ -222,6 +226,9 @@ def test_a_failing_formatter_falls_back_with_one_note(mpfault: Harness) -> None:
     ]
     in_child = [m for m in h.marks if m.kind == "note" and m.pid == child.pid]
     assert len(in_child) == 2  # once per formatter, not once per item
+    with pytest.raises(Hang) as info:  # and a Hang says so too
+        mpfault.spawn(get_one, mpfault.queue()).result(timeout=0.5)
+    assert "Notes:\n  q1: show() raised ValueError for an item of type Tagged" in str(info.value)
 
 
 # -- a formatter that cannot reach a child --------------------------------------------------

@@ -343,6 +343,9 @@ class Harness:
         undrained = self._undrained(hist)
         if undrained:
             msg += "\n\nQueues with items put and never got:\n" + "\n".join(undrained)
+        notes = hist.notes() if hist is not None else []
+        if notes:  # a queue's key/show that failed: what is shown above is the default
+            msg += "\n\nNotes:\n" + "\n".join(f"  {n}" for n in notes)
         last = self._last_operations(hist)
         if last:
             msg += "\n\nWhat each child last did:\n" + "\n".join(last)

@@ -206,7 +206,7 @@ def test_marker_is_registered(pytester: pytest.Pytester) -> None:
     help_text = pytester.runpytest_subprocess("--markers").stdout.str()
     assert (
         "@pytest.mark.mpfault(*specs, start_methods=None, deadline=None, seed=None, "
-        "instrument=False)" in help_text
+        "instrument=False, key=None, show=None)" in help_text
     )
     options = pytester.runpytest_subprocess("--help").stdout.str()
     for name in [

@@ -192,10 +192,15 @@ class Instrumentation:
     """Instrumentation of one harness: install, adopt, report, restore."""
 
     def __init__(
-        self, harness: Harness, faults: Iterable[tuple[str, Iterable[Fault]]] = ()
+        self,
+        harness: Harness,
+        faults: Iterable[tuple[str, Iterable[Fault]]] = (),
+        formatters: tuple[Any, Any] = ((), ()),
     ) -> None:
         self.harness = harness
         self.by_name = tuple((glob, tuple(fs)) for glob, fs in faults)
+        #: the (glob, callable) rules of ``key`` and ``show`` (``instrument.Config``)
+        self.formatters = formatters
         self.on = False
         self.closing = False
         self._known: set[int] = set()
@@ -207,7 +212,7 @@ class Instrumentation:
 
             raise MpfaultError("instrumentation is already on in this process (another harness)")
         h = self.harness
-        config = _ins.Config(h.run, h.faults, self.by_name)
+        config = _ins.Config(h.run, h.faults, self.by_name, *self.formatters)
         _ins.install(config, on_start=self._on_start)
         self.on = True
 

@@ -86,10 +86,12 @@ HELP = {
 }
 
 MARKER_HELP = (
-    "mpfault(*specs, start_methods=None, deadline=None, seed=None, instrument=False): fault "
-    "specs applied to every queue of the test's harness; start methods the test runs under; "
-    "its deadline in seconds; a fixed seed for its probabilistic faults; instrument the "
-    "queues, pipes and processes the code under test makes"
+    "mpfault(*specs, start_methods=None, deadline=None, seed=None, instrument=False, "
+    "key=None, show=None): fault specs applied to every queue of the test's harness; start "
+    "methods the test runs under; its deadline in seconds; a fixed seed for its "
+    "probabilistic faults; instrument the queues, pipes and processes the code under test "
+    "makes; the identity (key) and the text shown (show) of the items of the test's queues "
+    "(a module-level function item -> str, or a dict {queue name glob: function})"
 )
 
 ENV = {
@@ -119,6 +121,9 @@ class Settings:
     timeout_tolerance: float = DEFAULT_TOLERANCE
     tmpdir: str | None = None
     instrument: bool = False
+    #: the marker's ``key=`` and ``show=`` (a callable or a dict {glob: callable}), or None
+    key: Any = None
+    show: Any = None
     sources: dict[str, str] = field(default_factory=dict)
 
 
@@ -209,6 +214,17 @@ def _faults(specs: Sequence[str], where: str) -> tuple[Fault, ...]:
         except FaultSpecError as e:
             raise _usage(str(e)) from None
     return tuple(out)
+
+
+def _formatter_rules(value: Any, where: str) -> None:
+    """Check a marker's ``key=``/``show=``: a picklable callable or a dict of them."""
+    from ._runtime.errors import MpfaultError
+    from ._runtime.itemfmt import check_rules
+
+    try:
+        check_rules(value, where)
+    except MpfaultError as e:
+        raise _usage(str(e)) from None
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -311,15 +327,20 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         instrument = _bool(env[ENV["instrument"]], f"env {ENV['instrument']}")
     if config.getoption("mpfault_instrument", None):
         instrument = True
+    formats: dict[str, Any] = {}
     if marker is not None:
         where = f"@pytest.mark.mpfault on {nodeid}" if nodeid else "@pytest.mark.mpfault"
         kw = dict(marker.kwargs)
-        unknown = set(kw) - {"start_methods", "deadline", "seed", "instrument"}
+        unknown = set(kw) - {"start_methods", "deadline", "seed", "instrument", "key", "show"}
         if unknown:
             raise _usage(
                 f"unknown argument(s) {', '.join(sorted(unknown))} in {where} "
-                "(expected: start_methods, deadline, seed, instrument)"
+                "(expected: start_methods, deadline, seed, instrument, key, show)"
             )
+        for arg in ("key", "show"):
+            if kw.get(arg) is not None:
+                _formatter_rules(kw[arg], f"{arg}=... of {where}")
+                formats[arg] = kw[arg]
         if "instrument" in kw:
             if not isinstance(kw["instrument"], bool):
                 raise _usage(f"{where}: instrument must be True or False, got {kw['instrument']!r}")
@@ -354,6 +375,8 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         timeout_tolerance=tol if tol is not None else DEFAULT_TOLERANCE,
         tmpdir=tmpdir,
         instrument=instrument,
+        key=formats.get("key"),
+        show=formats.get("show"),
         sources=sources,
     )
 

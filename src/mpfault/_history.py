@@ -269,6 +269,12 @@ class History:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def notes(self) -> list[str]:
+        """What the history notes about itself, once each: a queue's ``key``/``show``
+        that failed on an item (``"q1: show() raised ValueError for an item of type
+        LogRecord; default repr used"``)."""
+        return list(dict.fromkeys(f"{m.queue}: {m.detail}" for m in self.marks if m.kind == "note"))
+
     def last_operation(self, pid: int) -> str | None:
         """A description of the last operation of process ``pid`` and what fired in it."""
         evs = [e for e in self.events if e.pid == pid]

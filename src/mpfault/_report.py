@@ -235,6 +235,10 @@ def failure_section(
         lines.extend(f"  {spec}: {n}" for spec, n in fired.items())
     else:
         lines.append("faults: none")
+    notes = hist.notes()
+    if notes:
+        lines.append("notes:")
+        lines.extend(f"  {n}" for n in notes)
     states = child_states(harness)
     if harness.children:
         lines.append("children:")

@@ -113,6 +113,7 @@ MARKS: tuple[str, ...] = (
     "connect",  # a served queue's client connected (detail: its address)
     "refused",  # a served queue refused a client (detail: why, and its address)
     "net",  # a network fault started or ended on a client's connection (detail: what)
+    "note",  # a queue's key()/show() failed on an item: default formatting used (detail: how)
 )
 MARK_CODES: dict[str, int] = {name: i for i, name in enumerate(MARKS) if name}
 

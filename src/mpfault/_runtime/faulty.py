@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import state as _st
 from .actions import PUT_OPS, REGISTRY
-from .events import item_key, short_repr
+from .itemfmt import default_fields
 from .layout import OUT_OK, OUT_RAISED
 
 #: the operations that take an item: puts, and a connection's sends (instrumentation)
@@ -37,14 +37,15 @@ def faulted(
     slots: int,
     queue: Any,
     state: Callable[[], _st.ProcessState],
+    fmt: Callable[[Any, Any], tuple[str, str]] = default_fields,
 ) -> Callable[..., Any]:
     """Operation ``op`` (op code ``code``; ``raw``: the queue's own) of queue ``name``
     (``slots`` fault terms in its plan; ``queue``: the queue wrapped) with the faults
     ``faults`` (plan index, first counter slot, fault); ``state`` gives the process's
-    runtime state."""
+    runtime state; ``fmt(item, recorder)`` the (shown, key) of an item put or got."""
 
     def faulty(*args: Any, **kwargs: Any) -> Any:
-        return _faulty(op, code, raw, faults, args, kwargs, name, slots, queue, state)
+        return _faulty(op, code, raw, faults, args, kwargs, name, slots, queue, state, fmt)
 
     return faulty
 
@@ -149,17 +150,14 @@ def _faulty(
     slots: int,
     queue: Any,
     state: Callable[[], _st.ProcessState],
+    fmt: Callable[[Any, Any], tuple[str, str]] = default_fields,
 ) -> Any:
     st = state()
     rec = st.recorder
     has_item = op in _ITEM_OPS
     item = args[0] if has_item and args else kwargs.get("obj")
     firing = _select(st, name, slots, op, faults, item, has_item)
-    seq = (
-        rec.begin(name, code, short_repr(item), item_key(item))
-        if has_item
-        else rec.begin(name, code)
-    )
+    seq = rec.begin(name, code, *fmt(item, rec)) if has_item else rec.begin(name, code)
     call = Call(st, name, op, args, kwargs, has_item, queue)
     after: list[tuple[int, Fault]] = []
     flush: Callable[[], None] | None = None
@@ -197,7 +195,7 @@ def _faulty(
         if has_item:
             rec.end(seq, name, code, OUT_OK, call.fired)
         else:
-            rec.end(seq, name, code, OUT_OK, call.fired, short_repr(result), item_key(result))
+            rec.end(seq, name, code, OUT_OK, call.fired, *fmt(result, rec))
         if any(f.completed for _, _, f in faults):
             after.extend(_select(st, name, slots, op, faults, None, False, completed=True))
         for index, term in after:

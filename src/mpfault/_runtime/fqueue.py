@@ -71,7 +71,12 @@ def _dressed(fn: Any, op: str, raw: Callable[..., Any], queue: str = "") -> Call
 
 
 class FaultQueue:
-    """A fault-injecting, recording wrapper around a queue (see module docstring)."""
+    """A fault-injecting, recording wrapper around a queue (see module docstring).
+
+    ``key(item) -> str`` and ``show(item) -> str``, if given, replace the default
+    identity key and shown repr of the items put and got (see :mod:`.itemfmt`); the
+    queue then records those operations in Python, not through the C fast path.
+    """
 
     def __init__(
         self,
@@ -79,6 +84,8 @@ class FaultQueue:
         plan: Iterable[Fault] = (),
         name: str = "queue",
         run: _st.RunInfo | None = None,
+        key: Callable[[Any], str] | None = None,
+        show: Callable[[Any], str] | None = None,
     ) -> None:
         if run is None:
             raise TypeError("FaultQueue needs a RunInfo; make it with mpfault.queue() or wrap()")
@@ -88,6 +95,14 @@ class FaultQueue:
         self._run = run
         self._gen = -1
         self._st: _st.ProcessState | None = None
+        #: the item formatters (``key=``, ``show=``; see :mod:`.itemfmt`), or None
+        self._key = key
+        self._show = show
+        self._formats: Any = None
+        if key is not None or show is not None:
+            from .itemfmt import Formats
+
+            self._formats = Formats(key, show, name)
         by_op: dict[str, list[tuple[int, int, Fault]]] = {}
         base = 0
         for i, f in enumerate(self._plan):
@@ -102,10 +117,10 @@ class FaultQueue:
 
     # -- pickling ---------------------------------------------------------------------
     def __reduce__(self) -> tuple[Any, ...]:
-        return (FaultQueue, (self._q, self._plan, self._name, self._run))
+        return (FaultQueue, (self._q, self._plan, self._name, self._run, self._key, self._show))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name in ("_q", "_plan", "_name", "_run"):
+        if name.startswith("__") or name in ("_q", "_plan", "_name", "_run", "_formats"):
             raise AttributeError(name)
         return getattr(self._q, name)
 
@@ -148,18 +163,35 @@ class FaultQueue:
         faults = self._by_op.get(op, ())
         is_put = op in _ITEM_OPS
         state = self._state
+        fmt = self._formats
+        if fmt is not None and op not in _formatted_ops():
+            fmt = None  # qsize(), empty()...: not an item
 
         if faults:
             from .faulty import faulted  # only where a fault targets the operation
+            from .itemfmt import default_fields
 
             return _dressed(
                 faulted(
-                    op, code, raw, faults, self._name, self._slots, self._target(), self._state
+                    op,
+                    code,
+                    raw,
+                    faults,
+                    self._name,
+                    self._slots,
+                    self._target(),
+                    self._state,
+                    fmt or default_fields,
                 ),
                 op,
                 raw,
                 name,
             )
+
+        if fmt is not None:  # the items formatted by the queue's own key/show: in Python
+            from .itemfmt import recorded
+
+            return _dressed(recorded(op, code, raw, name, is_put, state, fmt), op, raw, name)
 
         # No fault for this operation: the fast path.  The recorder of this
         # process builds the wrapper (records inline, the queue's name encoded
@@ -199,6 +231,12 @@ class FaultQueue:
         return _dressed(call, op, raw, name)
 
     # -- faults -----------------------------------------------------------------------
+
+
+def _formatted_ops() -> frozenset[str]:
+    from .itemfmt import FORMATTED_OPS
+
+    return FORMATTED_OPS
 
 
 FaultQueue.__module__ = "mpfault"  # its public name (pickles as mpfault.FaultQueue)

@@ -77,10 +77,19 @@ _PURELIB = sysconfig.get_paths().get("purelib", "") + os.sep
 
 
 class Config:
-    """What every instrumented process needs: the run, and the faults for each name.
+    """What every instrumented process needs: the run, the faults and the item
+    formatters for each name.
 
     ``plan`` applies to every instrumented queue; ``by_name`` adds faults to the
-    queues whose name matches a glob (``(glob, faults)`` pairs).  Picklable.
+    queues whose name matches a glob (``(glob, faults)`` pairs).  ``key`` and ``show``
+    are ``(glob, callable)`` rules: an instrumented queue or pipe formats its items
+    with the callable of the first rule whose glob matches its name (none: the
+    default; see :mod:`.itemfmt`).  Picklable (the callables by reference).
+
+    The rules travel pickled apart and are unpickled when first needed: a spawn or
+    forkserver child unpickles its configuration with its preparation data, before
+    its ``sys.path`` is the parent's, and a test module defining a formatter may not
+    be importable yet then.
     """
 
     def __init__(
@@ -88,20 +97,58 @@ class Config:
         run: _st.RunInfo,
         plan: Iterable[Any] = (),
         by_name: Iterable[tuple[str, Iterable[Any]]] = (),
+        key: Iterable[tuple[str, Callable[[Any], str]]] = (),
+        show: Iterable[tuple[str, Callable[[Any], str]]] = (),
+        formatters: bytes = b"",
     ) -> None:
         self.run = run
         self.plan: tuple[Any, ...] = tuple(plan)
         self.by_name: tuple[tuple[str, tuple[Any, ...]], ...] = tuple(
             (glob, tuple(faults)) for glob, faults in by_name
         )
+        self._key: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(key)
+        self._show: tuple[tuple[str, Callable[[Any], str]], ...] = tuple(show)
+        #: the rules pickled, not loaded yet (b"": loaded, or none)
+        self._pickled = formatters
+        #: why the rules could not be loaded in this process ("": they could), and
+        #: whether a note said so
+        self.load_error = ""
+        self.load_noted = False
+
+    def _formatter_bytes(self) -> bytes:
+        if self._pickled or not (self._key or self._show):
+            return self._pickled
+        import pickle
+
+        return pickle.dumps((self._key, self._show))
+
+    def rules(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The ``key`` and ``show`` rules, ``(glob, callable)`` pairs, loaded if need be."""
+        if self._pickled:
+            import pickle
+
+            try:
+                self._key, self._show = pickle.loads(self._pickled)
+            except Exception as e:  # never to break the code under test: the defaults
+                self.load_error = (
+                    f"key/show could not be loaded in this process ({type(e).__name__}: "
+                    f"{e}); default key and repr used"
+                )
+            self._pickled = b""
+        return self._key, self._show
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Config, (self.run, self.plan, self.by_name))
+        return (Config, (self.run, self.plan, self.by_name, (), (), self._formatter_bytes()))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Config):
             return NotImplemented
-        return (self.run, self.plan, self.by_name) == (other.run, other.plan, other.by_name)
+        return (self.run, self.plan, self.by_name, self._formatter_bytes()) == (
+            other.run,
+            other.plan,
+            other.by_name,
+            other._formatter_bytes(),
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -112,6 +159,16 @@ class Config:
             if fnmatch.fnmatchcase(name, glob):
                 plan.extend(faults)
         return tuple(plan)
+
+    def formatters_for(self, name: str) -> tuple[Any, Any]:
+        """The ``key`` and ``show`` callables (each None: the default) of the
+        instrumented queue or pipe ``name``: the first rule whose glob matches."""
+        if not (self._pickled or self._key or self._show):
+            return None, None
+        from .itemfmt import pick
+
+        key, show = self.rules()
+        return pick(key, name), pick(show, name)
 
 
 class _Session:
@@ -241,7 +298,12 @@ class _Shadow(FaultQueue):
 
     def __init__(self, view: _View, plan: tuple[Any, ...], name: str, session: _Session) -> None:
         self._mpf_session = session
-        super().__init__(view, plan, name, session.config.run)
+        config = session.config
+        key, show = config.formatters_for(name)
+        super().__init__(view, plan, name, config.run, key, show)
+        if config.load_error and not config.load_noted:
+            config.load_noted = True
+            self._state().recorder.mark("note", name, config.load_error)
         for op in _CONN_OPS:
             if op in view.__dict__:
                 setattr(self, op, self._make(op))

@@ -51,6 +51,10 @@ def hang_in_get(c: Child) -> Hang:
     return e
 
 
+def get_one(q: FaultQueue) -> object:
+    return q.get(timeout=30)
+
+
 def talk(text: str) -> str:
     print(f"out:{text}")
     print(f"err:{text}", file=sys.stderr)
@@ -329,3 +333,17 @@ def test_default_run_files_directory(
     monkeypatch.setenv("MPFAULT_TMPDIR", str(tmp_path / "none"))
     with pytest.raises(MpfaultError, match="from env MPFAULT_TMPDIR is not a directory"):
         Harness("fork")
+
+
+def test_history_reads_again_what_changed_and_only_that(mpfault: Harness) -> None:
+    q = mpfault.queue()
+    q.put(1)
+    first = mpfault.history
+    assert [e.item for e in first.ops("put")] == ["1"]
+    again = mpfault.history  # nothing changed: the logs are not parsed again
+    assert again.events == first.events
+    assert again.events[0] is first.events[0]
+    q.put(2)  # a log that changed is read again
+    assert [e.item for e in mpfault.history.ops("put")] == ["1", "2"]
+    mpfault.spawn(get_one, q).result(timeout=60)  # and a new process's log
+    assert [e.result for e in mpfault.history.ops("get", outcome="ok")] == ["1"]

@@ -176,10 +176,14 @@ def test_broken_pool_names_the_item(mpfault):
 
 @pytest.mark.mpfault(instrument=True)
 def test_clean_map_no_loss_no_duplicates(mpfault):
-    for _ in range(3):
+    # 100 clean map()s of 200 items: 10 executors (their start and shutdown), 10 maps each
+    for _ in range(10):
         with concurrent.futures.ProcessPoolExecutor(2, mp_context=mpfault.ctx) as ex:
-            assert list(ex.map(double, range(200))) == [2 * x for x in range(200)]
+            for _ in range(10):
+                assert list(ex.map(double, range(200))) == [2 * x for x in range(200)]
     hist = mpfault.history
+    calls_got = [e for e in hist.ops("get", outcome="ok") if e.queue.startswith("_SafeQueue@")]
+    assert len([e for e in calls_got if "_CallItem" in (e.result or "")]) == 100 * 200
     queues = {e.queue for e in hist.events}
     assert any(q.startswith("_SafeQueue@") for q in queues)  # the call queue
     assert any(q.startswith("SimpleQueue@concurrent/futures/process.py") for q in queues)

@@ -162,6 +162,8 @@ class Harness:
         self._closed = False
         self._report_lock = threading.Lock()
         self._watchdog: _deadline.Watchdog | None = None
+        #: the parsed logs of the run directory (a checker reads only what changed)
+        self._events_cache: dict[str, Any] = {}
         os.makedirs(os.path.join(self.run_dir, "out"))
         self._instr: Any = None
         if method == "forkserver":
@@ -768,6 +770,7 @@ class Harness:
                 for c in started
                 if c.exitcode is not None
             },
+            cache=self._events_cache,
         )
 
     def _settle(self) -> tuple[History, list[str]]:
@@ -844,6 +847,7 @@ class Harness:
                 self._coordinator.close()
             _state.forget(self.run_dir)
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            self._events_cache.clear()
         return problems
 
     def _release_queues(self) -> None:

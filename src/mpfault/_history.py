@@ -11,6 +11,7 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ._runtime.during import HOLDING
 from ._runtime.errors import HistoryError
@@ -146,13 +147,15 @@ class History:
         queues: Iterable[str] = (),
         settle: Callable[[], Settled] | None = None,
         fates: dict[int, str] | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> History:
         """Read the logs every process wrote under ``directory``.
 
         ``plans`` (queue -> fault specs) are what the owner of the queues knows of
-        their plans, for queues no process has used yet.
+        their plans, for queues no process has used yet; ``cache``: a dict kept for
+        the directory, so that logs that did not change are not parsed again.
         """
-        events, marks, logged = read_events(directory)
+        events, marks, logged = read_events(directory, cache)
         return cls(
             events,
             marks,

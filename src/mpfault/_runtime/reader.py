@@ -110,9 +110,16 @@ if Record._fields != NAMES:  # pragma: no cover - a mistake here or in layout.py
 Event.__module__ = Mark.__module__ = "mpfault"  # their public names
 
 
-def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]]:
+#: what one log holds: its events, its marks, the fault plans it recorded
+Parsed = tuple[list[Event], list[Mark], dict[str, list[str]]]
+
+
+def _read_file(path: str) -> Parsed:
     with open(path, "rb") as f:
-        data = f.read()
+        return _parse(f.read())
+
+
+def _parse(data: bytes) -> Parsed:
     if len(data) < HEADER_SIZE:
         return [], [], {}
     magic, hlen = HEADER.unpack_from(data, 0)
@@ -198,25 +205,46 @@ def _read_file(path: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]
     return events, marks, plans
 
 
-def read_events(directory: str) -> tuple[list[Event], list[Mark], dict[str, list[str]]]:
+def read_events(directory: str, cache: dict[str, Any] | None = None) -> Parsed:
     """Read every process's log under ``directory``.
 
     Returns the events sorted by start time, the marks sorted by time, and the
     fault plan (as spec strings) of every queue that recorded one.
+
+    ``cache`` (a dict the caller keeps for one run directory): a log whose bytes are
+    the same as at the last read is not parsed again, and when no log changed the
+    very same lists are returned (the checkers of a test read the history once each).
     """
     events: list[Event] = []
     marks: list[Mark] = []
     plans: dict[str, list[str]] = {}
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".ev"))
     except FileNotFoundError:
         return [], [], {}
+    files = cache.setdefault("files", {}) if cache is not None else {}
+    changed = cache is None or cache.get("names") != names
     for name in names:
-        if name.endswith(".ev"):
-            ev, mk, pl = _read_file(os.path.join(directory, name))
-            events.extend(ev)
-            marks.extend(mk)
-            plans.update(pl)
+        path = os.path.join(directory, name)
+        with open(path, "rb") as f:
+            data = f.read()
+        hit = files.get(path)
+        if hit is not None and hit[0] == data:
+            ev, mk, pl = hit[1]
+        else:
+            changed = True
+            ev, mk, pl = _parse(data)
+            if cache is not None:
+                files[path] = (data, (ev, mk, pl))
+        events.extend(ev)
+        marks.extend(mk)
+        plans.update(pl)
+    if cache is not None:
+        if not changed and "last" in cache:
+            return cache["last"]  # type: ignore[no-any-return]
+        cache["names"] = names
     events.sort(key=lambda e: (e.start, e.pid, e.seq))
     marks.sort(key=lambda m: (m.time, m.pid))
+    if cache is not None:
+        cache["last"] = (events, marks, plans)
     return events, marks, plans

@@ -45,6 +45,19 @@ def drain_iter(q: IterQueue, out: Any) -> None:
     out.put(list(q))
 
 
+def own_queue(n: int) -> list[Any]:
+    """A worker that makes its own queue (the same line in every worker) and uses it."""
+    q = multiprocessing.get_context().Queue()  # the line that makes it
+    out = []
+    for i in range(n):
+        q.put(i)
+        try:
+            out.append(q.get(timeout=0.2))  # an item is there: at once, unless faulted
+        except Exception as e:  # a fault of the test
+            out.append(type(e).__name__)
+    return out
+
+
 def echo_pipe(conn: Any) -> None:
     while (x := conn.recv()) is not None:
         conn.send(x * 2)
@@ -233,6 +246,20 @@ def test_a_pipe_is_recorded_under_one_name(mpfault: Harness) -> None:
     assert {e.queue for e in evs} == {evs[0].queue}
     assert {e.op for e in evs} >= {"send", "recv", "poll"}
     assert {e.process for e in evs if e.op == "recv"} == {"MainProcess", p.name}
+
+
+def test_the_same_line_in_two_processes_makes_two_queues(mpfault: Harness) -> None:
+    # the 2nd get of each worker's own queue is empty: counted per queue, so both
+    with mpfault.instrument(faults={"Queue@*test_instrument.py*": "get#2:empty"}):
+        a = mpfault.spawn(own_queue, 3, name="w-a")
+        b = mpfault.spawn(own_queue, 3, name="w-b")
+        assert a.result(timeout=60) == [0, "Empty", 1]  # 1 waits in the queue
+        assert b.result(timeout=60) == [0, "Empty", 1]
+    names = {e.queue for e in mpfault.history.events if e.queue.startswith("Queue@")}
+    assert len(names) == 2
+    assert {n.rsplit(" in ", 1)[1] for n in names} == {"w-a", "w-b"}
+    for n in names:
+        mpfault.history.assert_no_duplicates(n)
 
 
 def test_harness_queues_are_recorded_once(mpfault: Harness) -> None:

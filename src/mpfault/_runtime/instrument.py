@@ -504,11 +504,17 @@ def exempt(q: Any) -> None:
 
 
 def _new_name(obj: Any, kind: str, skip: Any) -> str | None:
+    """``Queue@app.py:12`` (``-2``, ``-3``... for more made there); made in a process
+    other than the test's, `` in <process name>`` too: the same line run in two
+    processes makes two queues, with their own history and fault counters."""
     site = _site(obj, skip)
     if site is None:
         return None
     assert _SESSION is not None
-    return _SESSION.unique(f"{kind}@{_display(site[0])}:{site[1]}")
+    name = _SESSION.unique(f"{kind}@{_display(site[0])}:{site[1]}")
+    if os.getpid() != _SESSION.config.run.controller_pid:
+        name += f" in {_mpp.current_process().name}"
+    return name
 
 
 def _init_method(orig: Callable[..., Any]) -> Callable[..., Any]:

@@ -343,10 +343,17 @@ def test_the_guides_programs_without_mpfault(tmp_path: Path) -> None:
         cwd=EXAMPLES,
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        # as in a shell whose output is a pipe: no PYTHONUNBUFFERED from this machine's env
+        env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+        | {"PYTHONDONTWRITEBYTECODE": "1"},
     )
     try:
         assert server.stdout is not None
+        import select
+
+        # bounded: a server that never prints (its print unflushed into a pipe) fails here
+        ready, _, _ = select.select([server.stdout], [], [], 60)
+        assert ready, "the server printed no address in 60 s"
         line = server.stdout.readline().split()
         assert line[0] == "export"
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}

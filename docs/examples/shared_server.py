@@ -22,5 +22,6 @@ if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 50000
     key = os.urandom(16)
     server = QueueManager(address=("127.0.0.1", port), authkey=key).get_server()
-    print(f"export MPFAULT_QUEUE=127.0.0.1:{server.address[1]} MPFAULT_AUTHKEY={key.hex()}")
+    address = f"127.0.0.1:{server.address[1]}"
+    print(f"export MPFAULT_QUEUE={address} MPFAULT_AUTHKEY={key.hex()}", flush=True)
     server.serve_forever()

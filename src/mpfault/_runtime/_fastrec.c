@@ -73,8 +73,8 @@
 /* events._MAX: the head of a long str/bytes shown in its short repr */
 #define HEAD 40
 #define TAIL 32
-/* the longest payload formatted here: 2 * (~10 + 64 + 20) */
-#define FAST_CAP 256
+/* the longest payload formatted here: a short repr (60), a type's name (100), a key (~200) */
+#define FAST_CAP 512
 
 static PyTypeObject OpType;
 
@@ -504,6 +504,320 @@ text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *l
     return 1;
 }
 
+/* -- items by their repr ------------------------------------------------------------ */
+
+/* events._item_fields of any other item is built from repr(item): the short repr
+ * (its first 60 characters), and the key (the type's name, and the repr without its
+ * memory addresses, head and tail if long).  The repr of the common composite items
+ * is written here, into a buffer, as CPython writes it: tuples, lists and dicts of
+ * formattable things, ints, bools, None, floats, str and bytes, functions (by their
+ * qualified name and address), classes, and objects whose type keeps object's repr
+ * (``<mod.Class object at 0x...>``: the executor's call items).  Anything else in the
+ * item, or a repr that is not plain ASCII or does not fit, and the whole item goes to
+ * events.item_payload (tests/test_recorder.py compares the two). */
+
+#define REPR_CAP 2048
+#define REPR_DEPTH 12
+#define SHORT_MAX 60
+#define KEY_MAX 200
+#define KEY_HALF 96
+#define TNAME_MAX 100
+
+typedef struct {
+    char *p;
+    char *end;
+} Out;
+
+static inline int
+out_mem(Out *o, const char *s, Py_ssize_t n)
+{
+    if (o->end - o->p < n) {
+        return 0;
+    }
+    memcpy(o->p, s, (size_t)n);
+    o->p += n;
+    return 1;
+}
+
+#define OUT_LIT(o, s) out_mem((o), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* A str object's text, if it is ASCII (else NULL). */
+static const char *
+ascii_text(PyObject *s, Py_ssize_t *n)
+{
+    if (!PyUnicode_Check(s)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(s)) {
+        return NULL;
+    }
+    *n = PyUnicode_GET_LENGTH(s);
+    return (const char *)PyUnicode_1BYTE_DATA(s);
+}
+
+static int
+out_str(Out *o, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *t = ascii_text(s, &n);
+    return t != NULL && out_mem(o, t, n);
+}
+
+/* The result of a C repr that runs no Python code (float, str, bytes, int, type). */
+static int
+out_c_repr(Out *o, reprfunc f, PyObject *obj)
+{
+    PyObject *r = f(obj);
+    if (r == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = out_str(o, r);
+    Py_DECREF(r);
+    return ok;
+}
+
+/* " at %p" as PyUnicode_FromFormat writes it: glibc's "%p", "0x" and lowercase hex
+ * digits (never NULL here). */
+static int
+out_address(Out *o, const void *ptr)
+{
+    char num[2 + 2 * sizeof(void *)];
+    char *t = num + sizeof(num);
+    uintptr_t u = (uintptr_t)ptr;
+    do {
+        *--t = "0123456789abcdef"[u & 0xf];
+        u >>= 4;
+    } while (u);
+    *--t = 'x';
+    *--t = '0';
+    return OUT_LIT(o, " at ") && out_mem(o, t, num + sizeof(num) - t);
+}
+
+static int out_repr(Out *o, PyObject *obj, int depth);
+
+static int
+out_items(Out *o, PyObject *const *items, Py_ssize_t n, int depth)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i && !OUT_LIT(o, ", ")) {
+            return 0;
+        }
+        if (!out_repr(o, items[i], depth)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* repr(obj) into o, as CPython writes it; 0: not one of the types written here, or
+ * it does not fit. */
+static int
+out_repr(Out *o, PyObject *obj, int depth)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    if (depth > REPR_DEPTH) {
+        return 0;
+    }
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (overflow) {
+            return out_c_repr(o, PyLong_Type.tp_repr, obj); /* the digit limit: fails */
+        }
+        char tmp[24];
+        return out_mem(o, tmp, put_int(tmp, v) - tmp);
+    }
+    if (obj == Py_None) {
+        return OUT_LIT(o, "None");
+    }
+    if (obj == Py_True) {
+        return OUT_LIT(o, "True");
+    }
+    if (obj == Py_False) {
+        return OUT_LIT(o, "False");
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = ascii_text(obj, &n);
+        if (s == NULL) {
+            return 0;
+        }
+        if (plain((const unsigned char *)s, n)) {
+            return OUT_LIT(o, "'") && out_mem(o, s, n) && OUT_LIT(o, "'");
+        }
+        return out_c_repr(o, PyUnicode_Type.tp_repr, obj);
+    }
+    if (t == &PyBytes_Type) {
+        const char *s = PyBytes_AS_STRING(obj);
+        Py_ssize_t n = PyBytes_GET_SIZE(obj);
+        if (plain((const unsigned char *)s, n)) {
+            return OUT_LIT(o, "b'") && out_mem(o, s, n) && OUT_LIT(o, "'");
+        }
+        return out_c_repr(o, PyBytes_Type.tp_repr, obj);
+    }
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(obj);
+        return OUT_LIT(o, "(") && out_items(o, &PyTuple_GET_ITEM(obj, 0), n, depth + 1) &&
+               (n != 1 || OUT_LIT(o, ",")) && OUT_LIT(o, ")");
+    }
+    if (t == &PyList_Type) {
+        /* nothing written here runs Python code: the list stays as it is */
+        return OUT_LIT(o, "[") &&
+               out_items(o, ((PyListObject *)obj)->ob_item, PyList_GET_SIZE(obj), depth + 1) &&
+               OUT_LIT(o, "]");
+    }
+    if (t == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        int first = 1;
+        if (!OUT_LIT(o, "{")) {
+            return 0;
+        }
+        while (PyDict_Next(obj, &pos, &k, &v)) {
+            if (!first && !OUT_LIT(o, ", ")) {
+                return 0;
+            }
+            first = 0;
+            if (!out_repr(o, k, depth + 1) || !OUT_LIT(o, ": ") || !out_repr(o, v, depth + 1)) {
+                return 0;
+            }
+        }
+        return OUT_LIT(o, "}");
+    }
+    if (t == &PyFloat_Type) {
+        return out_c_repr(o, PyFloat_Type.tp_repr, obj);
+    }
+    if (t == &PyFunction_Type) { /* "<function %U at %p>" */
+        return OUT_LIT(o, "<function ") &&
+               out_str(o, ((PyFunctionObject *)obj)->func_qualname) && out_address(o, obj) &&
+               OUT_LIT(o, ">");
+    }
+    if (t == &PyType_Type) { /* a class (of metaclass type): its repr has no address */
+        return out_c_repr(o, PyType_Type.tp_repr, obj);
+    }
+    if (t->tp_repr == PyBaseObject_Type.tp_repr && Py_TYPE(t) == &PyType_Type) {
+        /* object_repr: "<%U.%U object at %p>" (module, qualified name), or
+         * "<%s object at %p>" (tp_name) for a builtin */
+        int ok = 0;
+        PyObject *mod = PyObject_GetAttrString((PyObject *)t, "__module__");
+        if (mod == NULL) {
+            PyErr_Clear();
+        }
+        else if (!PyUnicode_Check(mod)) {
+            Py_CLEAR(mod);
+        }
+        if (mod != NULL && PyUnicode_CompareWithASCIIString(mod, "builtins") != 0) {
+            PyObject *qn = PyObject_GetAttrString((PyObject *)t, "__qualname__");
+            if (qn == NULL) {
+                PyErr_Clear();
+            }
+            else {
+                ok = OUT_LIT(o, "<") && out_str(o, mod) && OUT_LIT(o, ".") && out_str(o, qn);
+                Py_DECREF(qn);
+            }
+        }
+        else {
+            const char *tn = t->tp_name;
+            ok = OUT_LIT(o, "<") && plain((const unsigned char *)tn, (Py_ssize_t)strlen(tn)) &&
+                 out_mem(o, tn, (Py_ssize_t)strlen(tn));
+        }
+        Py_XDECREF(mod);
+        return ok && OUT_LIT(o, " object") && out_address(o, obj) && OUT_LIT(o, ">");
+    }
+    return 0;
+}
+
+static inline int
+is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* events._no_addresses: s without every " at 0x<hex digits>" (re.sub, left to right). */
+static Py_ssize_t
+strip_addresses(const char *s, Py_ssize_t n, char *dst)
+{
+    Py_ssize_t i = 0, j = 0;
+    while (i < n) {
+        if (s[i] == ' ' && i + 7 <= n && memcmp(s + i, " at 0x", 6) == 0 && is_hex(s[i + 6])) {
+            i += 7;
+            while (i < n && is_hex(s[i])) {
+                i++;
+            }
+            continue;
+        }
+        dst[j++] = s[i++];
+    }
+    return j;
+}
+
+/* type(obj).__name__ (type_name: a heap type's name, else tp_name after its last dot) */
+static const char *
+type_short_name(PyTypeObject *t, Py_ssize_t *n)
+{
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        return ascii_text(((PyHeapTypeObject *)t)->ht_name, n);
+    }
+    const char *s = strrchr(t->tp_name, '.');
+    s = s ? s + 1 : t->tp_name;
+    *n = (Py_ssize_t)strlen(s);
+    return s;
+}
+
+/* The payload of an item of any other type, from its repr (see above).
+ * Returns 1 (done, in buf: at least FAST_CAP bytes), 0 (ask Python). */
+static int
+repr_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
+{
+    char text[REPR_CAP];
+    char bare[REPR_CAP];
+    Py_ssize_t ltn;
+    const char *tname = type_short_name(Py_TYPE(obj), &ltn);
+    if (tname == NULL || ltn > TNAME_MAX || !plain((const unsigned char *)tname, ltn)) {
+        return 0;
+    }
+    Out o = {text, text + REPR_CAP};
+    if (!out_repr(&o, obj, 0)) {
+        return 0;
+    }
+    Py_ssize_t n = o.p - text;
+    char *p = buf;
+    if (n <= SHORT_MAX) {
+        p = put_mem(p, text, n);
+    }
+    else {
+        p = put_mem(p, text, SHORT_MAX - 3);
+        p = put_mem(p, "...", 3);
+    }
+    *la = p - buf;
+    p = put_mem(p, tname, ltn);
+    *p++ = ':';
+    Py_ssize_t m = strip_addresses(text, n, bare);
+    if (m <= KEY_MAX) {
+        p = put_mem(p, bare, m);
+    }
+    else {
+        p = put_int(p, (long long)m);
+        *p++ = ':';
+        p = put_mem(p, bare, KEY_HALF);
+        *p++ = ':';
+        p = put_mem(p, bare + m - KEY_HALF, KEY_HALF);
+    }
+    *lb = p - buf - *la;
+    return 1;
+}
+
 /* The payload of obj (events.item_payload) for the common types.
  * Returns 1 (done, in buf), 0 (ask Python), -1 (error). */
 static int
@@ -547,7 +861,23 @@ fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb, int *flag
         return text_payload((const char *)PyUnicode_1BYTE_DATA(obj), PyUnicode_GET_LENGTH(obj), 0,
                             buf, la, lb, flags);
     }
-    return 0;
+    PyTypeObject *t = Py_TYPE(obj);
+    if (t == &PyBool_Type || t == &PyFloat_Type) { /* repr, and "bool:" / "float:" and repr */
+        Out o = {buf, buf + FAST_CAP / 2};
+        if (!out_repr(&o, obj, 0)) {
+            return 0;
+        }
+        *la = o.p - buf;
+        const char *tn = t == &PyBool_Type ? "bool:" : "float:";
+        char *p = put_mem(o.p, tn, (Py_ssize_t)strlen(tn));
+        p = put_mem(p, buf, *la);
+        *lb = p - buf - *la;
+        return 1;
+    }
+    if (t == &PyLong_Type) { /* beyond 64 bits: the digit limit is Python's business */
+        return 0;
+    }
+    return repr_payload(obj, buf, la, lb);
 }
 
 /* -- Op --------------------------------------------------------------------------- */

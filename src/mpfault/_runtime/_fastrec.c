@@ -82,10 +82,14 @@ static PyTypeObject OpType;
  * last fork belongs to the parent (its log, its recorder). */
 static long long fork_generation = 0;
 
+/* instrumentation's calls in flight (see Method): none in a forked child */
+static long inflight = 0;
+
 static void
 on_fork_child(void)
 {
     fork_generation++;
+    inflight = 0;
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -1316,6 +1320,303 @@ static PyTypeObject TrampolineType = {
     .tp_repr = (reprfunc)Trampoline_repr,
 };
 
+/* -- Method ------------------------------------------------------------------------ */
+
+/* Instrumentation (instrument.py): what a patched class has for a queue operation or
+ * a connection operation.  A descriptor (bound like a function), whose call:
+ *
+ *   - finds the instance's shadow (its __dict__'s "_mpfault_shadow") of the session
+ *     installed now (set_session), else calls the original function (a thread that
+ *     outlives the test, an object mpfault leaves alone);
+ *   - calls the original too inside an operation of the same queue (the queue's own
+ *     use of its methods and pipe: the "current queue" of this thread);
+ *   - else counts the call in flight, makes the queue the current one, and calls
+ *     the shadow's operation (shadow.<op>, the recording Op or the faulted path).
+ *     When the last call in flight ends and set_pending(True) was said, on_idle()
+ *     is called (it closes the logs of ended sessions).
+ *
+ * A connection's send/recv on the pipe of a queue ("_mpfault_owner") are the queue's
+ * put/get; its other operations there are the queue's own business. */
+
+static PyObject *cur_session = NULL;   /* the installed session (instrument._Session) */
+static PyObject *on_idle = NULL;       /* () -> None, when in-flight calls drop to 0 */
+static int idle_pending = 0;
+static _Thread_local PyObject *cur_queue = NULL; /* borrowed: for identity only */
+static PyObject *str_shadow, *str_owner, *str_session;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    PyObject *orig;   /* the original function */
+    PyObject *op;     /* the shadow's operation called (str) */
+    PyObject *as_op;  /* a connection's: the owner queue's operation (str), or NULL */
+    int conn;         /* a connection's operation */
+} MethodObject;
+
+/* The value of key in obj's __dict__ (borrowed, from a dict the caller holds in *d),
+ * or NULL (no error). */
+static PyObject *
+inst_get(PyObject *obj, PyObject **d, PyObject *key)
+{
+    if (*d == NULL) {
+        *d = PyObject_GenericGetDict(obj, NULL);
+        if (*d == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    if (!PyDict_CheckExact(*d)) {
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(*d, key);
+    if (v == NULL) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
+/* Whether sh belongs to the session installed now. */
+static int
+of_session(PyObject *sh)
+{
+    if (cur_session == NULL) {
+        return 0;
+    }
+    PyObject *s = PyObject_GetAttr(sh, str_session);
+    if (s == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int r = s == cur_session;
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *
+method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    MethodObject *self = (MethodObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (self->orig == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mpfault: this method was torn down");
+        return NULL;
+    }
+    if (nargs < 1 || cur_session == NULL) {
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
+    PyObject *obj = args[0];
+    PyObject *d = NULL;
+    PyObject *sh = inst_get(obj, &d, str_shadow);
+    if (sh == NULL || !of_session(sh)) {
+        Py_XDECREF(d);
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
+    PyObject *prev = cur_queue;
+    PyObject *owner = obj;
+    PyObject *name = self->op;
+    if (self->conn) {
+        PyObject *o = inst_get(obj, &d, str_owner);
+        if (o != NULL) { /* a queue's pipe */
+            if (self->as_op == NULL || prev == o) {
+                Py_DECREF(d);
+                return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+            }
+            owner = o;
+            name = self->as_op;
+        }
+    }
+    if (prev == owner) { /* inside an operation of this queue: its own business */
+        Py_DECREF(d);
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
+    Py_INCREF(sh); /* the dict may change during the call */
+    Py_INCREF(owner);
+    Py_DECREF(d);
+    PyObject *res;
+    inflight++; /* under the GIL: the session cannot end between the check and this */
+    PyObject *fn = PyObject_GetAttr(sh, name);
+    if (fn == NULL) {
+        res = NULL;
+    }
+    else {
+        cur_queue = owner;
+        res = PyObject_Vectorcall(fn, args + 1, (size_t)(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                  kwnames);
+        cur_queue = prev;
+        Py_DECREF(fn);
+    }
+    Py_DECREF(owner);
+    Py_DECREF(sh);
+    if (inflight > 0) { /* 0 in a child forked during the call */
+        inflight--;
+    }
+    if (inflight == 0 && idle_pending && on_idle != NULL) {
+        PyObject *cb = on_idle;
+        Py_INCREF(cb);
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+#else
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb);
+#endif
+        PyObject *r = PyObject_CallNoArgs(cb);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(cb);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(cb);
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(exc);
+#else
+        PyErr_Restore(et, ev, etb);
+#endif
+    }
+    return res;
+}
+
+static PyObject *
+Method_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"orig", "op", "as_op", "conn", NULL};
+    PyObject *orig, *op, *as_op = Py_None;
+    int conn = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU|Op:Method", kwlist, &orig, &op, &as_op,
+                                     &conn)) {
+        return NULL;
+    }
+    if (as_op != Py_None && !PyUnicode_Check(as_op)) {
+        PyErr_SetString(PyExc_TypeError, "Method: as_op must be a str or None");
+        return NULL;
+    }
+    MethodObject *self = (MethodObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = method_vectorcall;
+    Py_INCREF(orig);
+    self->orig = orig;
+    Py_INCREF(op);
+    PyUnicode_InternInPlace(&op);
+    self->op = op;
+    if (as_op != Py_None) {
+        Py_INCREF(as_op);
+        PyUnicode_InternInPlace(&as_op);
+        self->as_op = as_op;
+    }
+    self->conn = conn;
+    return (PyObject *)self;
+}
+
+static PyObject *
+Method_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int
+Method_traverse(MethodObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->orig);
+    return 0;
+}
+
+static int
+Method_clear(MethodObject *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->orig);
+    return 0;
+}
+
+static void
+Method_dealloc(MethodObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Method_clear(self);
+    Py_CLEAR(self->op);
+    Py_CLEAR(self->as_op);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Method_repr(MethodObject *self)
+{
+    if (self->dict != NULL) {
+        PyObject *q = PyDict_GetItemString(self->dict, "__qualname__"); /* borrowed */
+        if (q != NULL && PyUnicode_Check(q)) {
+            return PyUnicode_FromFormat("<mpfault instrumented method %U>", q);
+        }
+    }
+    return PyUnicode_FromFormat("<mpfault instrumented method %U>", self->op);
+}
+
+static PyGetSetDef Method_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject MethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpfault._runtime._fastrec.Method",
+    .tp_basicsize = sizeof(MethodObject),
+    .tp_dealloc = (destructor)Method_dealloc,
+    .tp_vectorcall_offset = offsetof(MethodObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "Method(orig, op, as_op=None, conn=False)\n--\n\nAn instrumented class's "
+              "operation: calls go to the instance's shadow (see instrument.py).",
+    .tp_traverse = (traverseproc)Method_traverse,
+    .tp_clear = (inquiry)Method_clear,
+    .tp_getset = Method_getset,
+    .tp_dictoffset = offsetof(MethodObject, dict),
+    .tp_descr_get = Method_descr_get,
+    .tp_new = Method_new,
+    .tp_repr = (reprfunc)Method_repr,
+};
+
+static PyObject *
+set_session_py(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *session, *idle;
+    if (!PyArg_ParseTuple(args, "OO:set_session", &session, &idle)) {
+        return NULL;
+    }
+    Py_INCREF(idle);
+    Py_XSETREF(on_idle, idle);
+    if (session == Py_None) {
+        Py_CLEAR(cur_session);
+    }
+    else {
+        Py_INCREF(session);
+        Py_XSETREF(cur_session, session);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_pending_py(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int v = PyObject_IsTrue(arg);
+    if (v < 0) {
+        return NULL;
+    }
+    idle_pending = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+inflight_py(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(inflight);
+}
+
 /* -- module ---------------------------------------------------------------------- */
 
 static PyObject *
@@ -1349,6 +1650,13 @@ set_pdeathsig_py(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 static PyMethodDef module_methods[] = {
+    {"set_session", set_session_py, METH_VARARGS,
+     "set_session(session, on_idle)\n--\n\nThe instrumentation session installed now (None: "
+     "none), and what to call when no call is in flight any more."},
+    {"set_pending", set_pending_py, METH_O,
+     "set_pending(flag)\n--\n\nWhether to call on_idle when no call is in flight any more."},
+    {"inflight", inflight_py, METH_NOARGS,
+     "inflight()\n--\n\nThe number of instrumented calls in flight in this process."},
     {"set_pdeathsig", set_pdeathsig_py, METH_O,
      "set_pdeathsig(sig)\n--\n\nHave the kernel send this process sig when its parent dies."},
     {"fast_payload", fast_payload_py, METH_O,
@@ -1369,7 +1677,13 @@ PyMODINIT_FUNC
 PyInit__fastrec(void)
 {
     if (PyType_Ready(&LogType) < 0 || PyType_Ready(&OpType) < 0 ||
-        PyType_Ready(&TrampolineType) < 0) {
+        PyType_Ready(&TrampolineType) < 0 || PyType_Ready(&MethodType) < 0) {
+        return NULL;
+    }
+    str_shadow = PyUnicode_InternFromString("_mpfault_shadow");
+    str_owner = PyUnicode_InternFromString("_mpfault_owner");
+    str_session = PyUnicode_InternFromString("_mpf_session");
+    if (str_shadow == NULL || str_owner == NULL || str_session == NULL) {
         return NULL;
     }
     long ps = sysconf(_SC_PAGESIZE);
@@ -1404,6 +1718,12 @@ PyInit__fastrec(void)
     Py_INCREF(&TrampolineType);
     if (PyModule_AddObject(m, "Trampoline", (PyObject *)&TrampolineType) < 0) {
         Py_DECREF(&TrampolineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&MethodType);
+    if (PyModule_AddObject(m, "Method", (PyObject *)&MethodType) < 0) {
+        Py_DECREF(&MethodType);
         Py_DECREF(m);
         return NULL;
     }

@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from . import events as _events
 from . import state as _st
 from .fqueue import _QUEUE_OPS, FaultQueue
 
@@ -148,7 +149,16 @@ _ORIGINALS: dict[tuple[type, str], Any] = {}
 _READY: set[type] = set()
 
 
+#: the patched methods in C (``_fastrec.Method``: the same as ``_queue_method`` and
+#: ``_conn_method`` below, which count in flight in C), or None: in Python
+_C: Any = _events._fastrec
+
 os.register_at_fork(after_in_child=_INFLIGHT.clear)
+
+
+def _in_flight() -> bool:
+    """Whether a recorded call is in flight in this process."""
+    return bool(_INFLIGHT) or (_C is not None and _C.inflight() > 0)
 
 
 def active() -> bool:
@@ -167,7 +177,7 @@ def _set(owner: Any, attr: str, value: Any) -> None:
 
 
 def _close_pending() -> None:
-    while _PENDING and not _INFLIGHT:
+    while _PENDING and not _in_flight():
         try:
             st = _PENDING.pop()
         except IndexError:  # pragma: no cover - another thread took it
@@ -176,6 +186,8 @@ def _close_pending() -> None:
             st.recorder.close()
         except Exception:  # pragma: no cover
             pass
+    if _C is not None and not _PENDING:
+        _C.set_pending(False)
 
 
 # -- sites and names -------------------------------------------------------------------
@@ -269,6 +281,9 @@ def _original(cls: type, op: str) -> Any:
 
 
 def _queue_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
+    if _C is not None:  # the same, in C
+        return _dressed(_C.Method(orig, op), op, orig)
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         sh = self.__dict__.get(_SHADOW)
         if sh is None or sh._mpf_session is not _SESSION:
@@ -322,6 +337,8 @@ def _dressed(method: Any, op: str, orig: Callable[..., Any]) -> Callable[..., An
 
 def _conn_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
     as_queue_op = {"send": "put", "recv": "get"}.get(op)
+    if _C is not None:  # the same, in C
+        return _dressed(_C.Method(orig, op, as_queue_op, True), op, orig)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
@@ -706,6 +723,8 @@ def install(config: Config, on_start: Callable[[Any], None] | None = None) -> No
     _set(bp, "start", _start_method(bp.__dict__["start"]))
     _set(bp, "_bootstrap", _bootstrap_method(bp.__dict__["_bootstrap"]))
     _SESSION = _Session(config, on_start)
+    if _C is not None:
+        _C.set_session(_SESSION, _close_pending)
 
 
 def uninstall() -> None:
@@ -715,6 +734,8 @@ def uninstall() -> None:
     s = _SESSION
     if s is None:
         return
+    if _C is not None:  # first: a call in C that passed its check is in flight now
+        _C.set_session(None, _close_pending)
     _SESSION = None
     while _SAVED:
         owner, attr, old = _SAVED.pop()
@@ -729,9 +750,11 @@ def uninstall() -> None:
             setattr(owner, attr, old)
     _ORIGINALS.clear()
     _READY.clear()
-    if _INFLIGHT:
+    if _in_flight():
         st = _st._states.pop(s.config.run.run_dir, None)
         if st is not None:
             _PENDING.append(st)
-            if not _INFLIGHT:  # pragma: no cover - the last one ended meanwhile
+            if _C is not None:
+                _C.set_pending(True)
+            if not _in_flight():  # pragma: no cover - the last one ended meanwhile
                 _close_pending()

@@ -604,6 +604,16 @@ out_address(Out *o, const void *ptr)
     return OUT_LIT(o, " at ") && out_mem(o, t, num + sizeof(num) - t);
 }
 
+static PyObject *str_module, *str_qualname, *str_builtins;
+
+/* Whether the str s is "builtins". */
+static int
+is_builtins(PyObject *s)
+{
+    return s == str_builtins || (PyUnicode_GET_LENGTH(s) == 8 &&
+                                 PyUnicode_CompareWithASCIIString(s, "builtins") == 0);
+}
+
 static int out_repr(Out *o, PyObject *obj, int depth);
 
 static int
@@ -714,15 +724,24 @@ out_repr(Out *o, PyObject *obj, int depth)
         /* object_repr: "<%U.%U object at %p>" (module, qualified name), or
          * "<%s object at %p>" (tp_name) for a builtin */
         int ok = 0;
-        PyObject *mod = PyObject_GetAttrString((PyObject *)t, "__module__");
+        PyObject *mod;
+        if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) { /* type_module: the dict's __module__ */
+            mod = PyDict_GetItemWithError(t->tp_dict, str_module);
+            Py_XINCREF(mod);
+        }
+        else {
+            mod = PyObject_GetAttr((PyObject *)t, str_module);
+        }
         if (mod == NULL) {
             PyErr_Clear();
         }
         else if (!PyUnicode_Check(mod)) {
             Py_CLEAR(mod);
         }
-        if (mod != NULL && PyUnicode_CompareWithASCIIString(mod, "builtins") != 0) {
-            PyObject *qn = PyObject_GetAttrString((PyObject *)t, "__qualname__");
+        if (mod != NULL && !is_builtins(mod)) {
+            PyObject *qn = (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+                               ? (Py_XNewRef(((PyHeapTypeObject *)t)->ht_qualname))
+                               : PyObject_GetAttr((PyObject *)t, str_qualname);
             if (qn == NULL) {
                 PyErr_Clear();
             }
@@ -1376,14 +1395,19 @@ inst_get(PyObject *obj, PyObject **d, PyObject *key)
     return v;
 }
 
-/* Whether sh belongs to the session installed now. */
+/* Whether sh belongs to the session installed now (its _mpf_session, an attribute
+ * of the instance: read from its __dict__, held in *shd). */
 static int
-of_session(PyObject *sh)
+of_session(PyObject *sh, PyObject **shd)
 {
     if (cur_session == NULL) {
         return 0;
     }
-    PyObject *s = PyObject_GetAttr(sh, str_session);
+    PyObject *s = inst_get(sh, shd, str_session);
+    if (s != NULL) {
+        return s == cur_session;
+    }
+    s = PyObject_GetAttr(sh, str_session);
     if (s == NULL) {
         PyErr_Clear();
         return 0;
@@ -1406,9 +1430,15 @@ method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyOb
         return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
     }
     PyObject *obj = args[0];
-    PyObject *d = NULL;
+    PyObject *d = NULL, *shd = NULL;
+    if (self->conn && self->as_op == NULL && inst_get(obj, &d, str_owner) != NULL) {
+        /* send_bytes, recv_bytes, poll of a queue's pipe: always the queue's own use */
+        Py_DECREF(d);
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
     PyObject *sh = inst_get(obj, &d, str_shadow);
-    if (sh == NULL || !of_session(sh)) {
+    if (sh == NULL || !of_session(sh, &shd)) {
+        Py_XDECREF(shd);
         Py_XDECREF(d);
         return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
     }
@@ -1419,6 +1449,7 @@ method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyOb
         PyObject *o = inst_get(obj, &d, str_owner);
         if (o != NULL) { /* a queue's pipe */
             if (self->as_op == NULL || prev == o) {
+                Py_XDECREF(shd);
                 Py_DECREF(d);
                 return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
             }
@@ -1427,6 +1458,7 @@ method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyOb
         }
     }
     if (prev == owner) { /* inside an operation of this queue: its own business */
+        Py_XDECREF(shd);
         Py_DECREF(d);
         return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
     }
@@ -1435,7 +1467,15 @@ method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyOb
     Py_DECREF(d);
     PyObject *res;
     inflight++; /* under the GIL: the session cannot end between the check and this */
-    PyObject *fn = PyObject_GetAttr(sh, name);
+    /* getattr(sh, name): the operation the shadow put on itself, else as Python finds it */
+    PyObject *fn = inst_get(sh, &shd, name);
+    if (fn != NULL) {
+        Py_INCREF(fn);
+    }
+    else {
+        fn = PyObject_GetAttr(sh, name);
+    }
+    Py_XDECREF(shd);
     if (fn == NULL) {
         res = NULL;
     }
@@ -1683,7 +1723,11 @@ PyInit__fastrec(void)
     str_shadow = PyUnicode_InternFromString("_mpfault_shadow");
     str_owner = PyUnicode_InternFromString("_mpfault_owner");
     str_session = PyUnicode_InternFromString("_mpf_session");
-    if (str_shadow == NULL || str_owner == NULL || str_session == NULL) {
+    str_module = PyUnicode_InternFromString("__module__");
+    str_qualname = PyUnicode_InternFromString("__qualname__");
+    str_builtins = PyUnicode_InternFromString("builtins");
+    if (str_shadow == NULL || str_owner == NULL || str_session == NULL || str_module == NULL ||
+        str_qualname == NULL || str_builtins == NULL) {
         return NULL;
     }
     long ps = sysconf(_SC_PAGESIZE);

@@ -1395,6 +1395,20 @@ inst_get(PyObject *obj, PyObject **d, PyObject *key)
     return v;
 }
 
+/* obj's attribute key as object.__getattribute__ finds it (a new reference), or NULL
+ * (no error).  Not through obj.__dict__: on CPython 3.11 an object whose __dict__ was
+ * asked for loses its inline attribute values, and every attribute access of its
+ * methods gets slower (instrument.py sets these attributes with object.__setattr__). */
+static PyObject *
+own_attr(PyObject *obj, PyObject *key)
+{
+    PyObject *v = _PyObject_GenericGetAttrWithDict(obj, key, NULL, 1);
+    if (v == NULL) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
 /* Whether sh belongs to the session installed now (its _mpf_session, an attribute
  * of the instance: read from its __dict__, held in *shd). */
 static int
@@ -1430,41 +1444,38 @@ method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyOb
         return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
     }
     PyObject *obj = args[0];
-    PyObject *d = NULL, *shd = NULL;
-    if (self->conn && self->as_op == NULL && inst_get(obj, &d, str_owner) != NULL) {
-        /* send_bytes, recv_bytes, poll of a queue's pipe: always the queue's own use */
-        Py_DECREF(d);
-        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    PyObject *shd = NULL;
+    PyObject *o = NULL;
+    if (self->conn) {
+        o = own_attr(obj, str_owner);
+        if (o != NULL && self->as_op == NULL) {
+            /* send_bytes, recv_bytes, poll of a queue's pipe: always the queue's own use */
+            Py_DECREF(o);
+            return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+        }
     }
-    PyObject *sh = inst_get(obj, &d, str_shadow);
+    PyObject *sh = own_attr(obj, str_shadow);
     if (sh == NULL || !of_session(sh, &shd)) {
         Py_XDECREF(shd);
-        Py_XDECREF(d);
+        Py_XDECREF(sh);
+        Py_XDECREF(o);
         return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
     }
     PyObject *prev = cur_queue;
     PyObject *owner = obj;
     PyObject *name = self->op;
-    if (self->conn) {
-        PyObject *o = inst_get(obj, &d, str_owner);
-        if (o != NULL) { /* a queue's pipe */
-            if (self->as_op == NULL || prev == o) {
-                Py_XDECREF(shd);
-                Py_DECREF(d);
-                return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
-            }
-            owner = o;
-            name = self->as_op;
-        }
+    if (o != NULL) { /* send, recv on a queue's pipe: the queue's put, get */
+        owner = o;
+        name = self->as_op;
     }
     if (prev == owner) { /* inside an operation of this queue: its own business */
         Py_XDECREF(shd);
-        Py_DECREF(d);
+        Py_DECREF(sh);
+        Py_XDECREF(o);
         return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
     }
-    Py_INCREF(sh); /* the dict may change during the call */
     Py_INCREF(owner);
-    Py_DECREF(d);
+    Py_XDECREF(o);
     PyObject *res;
     inflight++; /* under the GIL: the session cannot end between the check and this */
     /* getattr(sh, name): the operation the shadow put on itself, else as Python finds it */

@@ -454,7 +454,8 @@ def _attach_queue(q: Any, name: str, session: _Session) -> None:
 
 def _attach_conn(conn: Any, name: str, session: _Session) -> None:
     raws = {op: types.MethodType(_ORIGINALS[(_mpc._ConnectionBase, op)], conn) for op in _CONN_OPS}
-    _put_own(conn, _SHADOW, _Shadow(_View(None, raws), session.config.plan_for(name), name, session))
+    plan = session.config.plan_for(name)
+    _put_own(conn, _SHADOW, _Shadow(_View(None, raws), plan, name, session))
 
 
 def shadow_of(obj: Any) -> FaultQueue | None:

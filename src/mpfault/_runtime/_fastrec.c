@@ -13,9 +13,13 @@
  *   Op    a queue operation with its BEGIN and END records: the callable that
  *         FaultQueue puts in place of ``put``/``get``/... when no fault is
  *         planned for it.  Byte for byte the records of Recorder.begin/end.
+ *   Method  instrumentation's patched class methods (instrument.py): the shadow
+ *         lookup, session check, current queue and calls in flight, in C.
  *
- * It formats the common items itself (ints, None, plain-ASCII str and bytes)
- * and asks events.item_payload for the others.  Everything runs under the GIL
+ * It formats the common items itself (ints, None, bools, floats, plain-ASCII str
+ * and bytes, and from their repr tuples, lists and dicts of those, functions,
+ * classes and objects with object's repr) and asks events.item_payload for the
+ * others.  Everything runs under the GIL
  * (the module is not used on free-threaded builds): a record is reserved,
  * filled and published with no Python code running in between; its length is
  * written last, so a reader never sees a half-written record.

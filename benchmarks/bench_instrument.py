@@ -11,7 +11,9 @@ is instrumented throughput / plain throughput (median of the pairs; target >= 0.
 Each line also shows the CPU time an item costs, all processes of the run together
 (``getrusage`` of this process and its reaped children), plain and instrumented, and their
 ratio: on a busy machine the throughput of these latency-bound pipelines moves by +-30 %
-from run to run, the CPU they burn much less.
+from run to run, the CPU they burn much less (but Pool's worker-handler thread spins while
+results wait unread, ~15 us a turn, and how often depends on timing).  Under forkserver the
+workers are the fork server's children: only this process's CPU is counted there.
 
 Run: ``python benchmarks/bench_instrument.py [--rounds 5] [--start-method fork]``.
 """

@@ -8,6 +8,13 @@ is instrumented throughput / plain throughput (median of the pairs; target >= 0.
 * ``ProcessPoolExecutor(2).map`` of 5 000 trivial tasks;
 * a plain ``multiprocessing.Queue``, 1 producer -> 1 consumer, small ints.
 
+Each line also shows the CPU time an item costs, all processes of the run together
+(``getrusage`` of this process and its reaped children), plain and instrumented, and their
+ratio: on a busy machine the throughput of these latency-bound pipelines moves by +-30 %
+from run to run, the CPU they burn much less (but Pool's worker-handler thread spins while
+results wait unread, ~15 us a turn, and how often depends on timing).  Under forkserver the
+workers are the fork server's children: only this process's CPU is counted there.
+
 Run: ``python benchmarks/bench_instrument.py [--rounds 5] [--start-method fork]``.
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -57,18 +65,31 @@ def queue_1to1(ctx: Any, n: int) -> None:
     assert got == n
 
 
-def timed(fn: Callable[[Any, int], None], ctx: Any, n: int, instrument: bool, method: str) -> float:
-    """Items per second of one run."""
+def _cpu() -> float:
+    """CPU seconds of this process and its reaped children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(
+    fn: Callable[[Any, int], None], ctx: Any, n: int, instrument: bool, method: str
+) -> tuple[float, float]:
+    """Items per second of one run, and CPU microseconds per item."""
     if instrument:
         with mpfault.Harness(start_method=method, instrument=True, deadline=None):
+            c0 = _cpu()
             t0 = time.perf_counter()
             fn(ctx, n)
             dt = time.perf_counter() - t0
+            cpu = _cpu() - c0
     else:
+        c0 = _cpu()
         t0 = time.perf_counter()
         fn(ctx, n)
         dt = time.perf_counter() - t0
-    return n / dt
+        cpu = _cpu() - c0
+    return n / dt, cpu / n * 1e6
 
 
 def main() -> None:
@@ -87,17 +108,21 @@ def main() -> None:
     for title, fn, n in work:
         n = max(1, int(n * args.scale))
         timed(fn, ctx, max(1, n // 10), False, args.start_method)  # warm up
-        ratios, plain, inst = [], [], []
+        ratios, plain, inst, cpu_plain, cpu_inst = [], [], [], [], []
         for r in range(args.rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
             got = {i: timed(fn, ctx, n, i, args.start_method) for i in order}
-            plain.append(got[False])
-            inst.append(got[True])
-            ratios.append(got[True] / got[False])
+            plain.append(got[False][0])
+            inst.append(got[True][0])
+            ratios.append(got[True][0] / got[False][0])
+            cpu_plain.append(got[False][1])
+            cpu_inst.append(got[True][1])
+        cp, ci = statistics.median(cpu_plain), statistics.median(cpu_inst)
         print(
             f"{title:<28} plain {statistics.median(plain):>9.0f}/s  instrumented "
             f"{statistics.median(inst):>9.0f}/s  ratio {statistics.median(ratios):.3f}x "
-            f"(pairs {min(ratios):.3f}..{max(ratios):.3f})"
+            f"(pairs {min(ratios):.3f}..{max(ratios):.3f})  CPU/item {cp:.1f} -> {ci:.1f} us "
+            f"({cp / ci:.3f}x)"
         )
 
 

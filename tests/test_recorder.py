@@ -3,6 +3,7 @@ same records, byte for byte, and both hand over to a forked child's recorder."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -39,6 +40,60 @@ class MyStr(str):
     pass
 
 
+class Plain:
+    """An object that keeps object's repr (``<test_recorder.Plain object at 0x...>``)."""
+
+
+class Plainé:
+    pass
+
+
+class Meta(type):
+    pass
+
+
+class WithMeta(metaclass=Meta):
+    pass
+
+
+def a_function(x: object) -> object:
+    return x
+
+
+@functools.cache
+def composite() -> list[object]:
+    """Items formatted from their repr: containers, functions, classes, objects (made
+    once: their reprs show their addresses)."""
+    from concurrent.futures.process import _CallItem, _ResultItem
+    from multiprocessing.pool import mapstar
+
+    def nested() -> None:
+        pass
+
+    rec: list[object] = [1]
+    rec.append(rec)
+    plain = Plain()
+    long_str = "y" * 300
+    return [
+        (0, 5, mapstar, ((a_function, (5,)),), {}),  # a Pool task, chunksize 1
+        (0, 5, (True, [5])),  # its result
+        _CallItem(3, a_function, (5,), {}),  # the executor's items
+        _ResultItem(3, result=5),
+        (), (1,), (1, 2), [], [None], [[[]]], {}, {"k": b"v"}, {1: (2, [3.5])},
+        {(1, 2): None, "a\n": "b'", b'"': -7},
+        a_function, nested, lambda: None, Plain, int, object, type, Meta, WithMeta,
+        plain, [plain, plain], (plain,) * 10, object(), WithMeta(), Plainé(), (Plainé(),),
+        (1.5, float("inf"), -0.0, 1e300, float("nan")), (True, False, None),
+        ("x at 0x1f", "at 0x", " at 0xg", " at 0x", " at 0X1", b" at 0xab"),
+        "x at 0x1f", (" at 0x" * 50,), tuple(range(30)), tuple(range(60)), list(range(700)),
+        [long_str], (long_str, long_str, long_str, long_str, long_str, long_str, long_str),
+        ("é",), (b"\xff\x00'",), (2**64,), (10**5000,), (Boom(),), (MyInt(3),),
+        (MyStr("s"),), rec, [(((((((((((((((1,),),),),),),),),),),),),),),)], frozenset([1]),
+        {1, 2}, range(3), slice(1, 2), len, print, [].append, 1j, Ellipsis, NotImplemented,
+        ((a_function,) * 5, "z" * 250), [a_function] * 40,
+    ]  # fmt: skip
+
+
 def corpus() -> list[object]:
     """Items of every shape the formatting distinguishes."""
     rnd = random.Random(20261128)
@@ -60,7 +115,12 @@ def corpus() -> list[object]:
         n = rnd.choice([0, 5, 40, 41, 64, 65, 70, 500])
         raw = bytes(rnd.choice(b"ab'\"\\\x00\x7f\x7e\x20\x1f\xe9z09") for _ in range(n))
         items += [raw, raw.decode("latin-1"), rnd.randrange(-(10**25), 10**25)]
-    return items
+    for _ in range(300):  # containers of the above
+        pool = items[:60] + composite()[:30]
+        items.append(tuple(rnd.choice(pool) for _ in range(rnd.randrange(4))))
+        items.append([rnd.choice(pool) for _ in range(rnd.randrange(4))])
+        items.append({rnd.randrange(100): rnd.choice(pool) for _ in range(rnd.randrange(3))})
+    return items + list(composite())
 
 
 @needs_c
@@ -73,6 +133,36 @@ def test_the_c_payload_is_the_python_payload() -> None:
             done += 1
             assert fast == item_payload(obj), repr(obj)
     assert done > 300  # ints in range, None, plain str and bytes
+
+
+@needs_c
+def test_the_c_module_formats_the_common_composite_items() -> None:
+    """Pool's tasks and results, the executor's items, containers, functions, classes
+    and objects with object's repr are formatted in C (the same bytes as Python); what
+    it does not know goes to Python whole."""
+    assert fastrec is not None
+    from concurrent.futures.process import _CallItem
+
+    done = [
+        (0, 5, (True, [5])),
+        _CallItem(3, a_function, (5,), {}),
+        ({"k": [1.5, None, b"x", "y'"]},),
+        a_function,
+        Plain,
+        Plain(),
+        ("x at 0x1f",),
+        list(range(300)),
+        True,
+        2.5,
+    ]
+    for obj in done:
+        assert fastrec.fast_payload(obj) == item_payload(obj), repr(obj)
+    python = [
+        ("\u00e9",), (MyInt(3),), (Boom(),), WithMeta(), Plainé(), [[]] * 2000, {1, 2}, 2**64,
+        (10**5000,), "\u00e9",
+    ]  # fmt: skip
+    for obj in python:
+        assert fastrec.fast_payload(obj) is None, repr(obj)
 
 
 def test_the_c_module_is_built_here() -> None:

@@ -13,9 +13,13 @@
  *   Op    a queue operation with its BEGIN and END records: the callable that
  *         FaultQueue puts in place of ``put``/``get``/... when no fault is
  *         planned for it.  Byte for byte the records of Recorder.begin/end.
+ *   Method  instrumentation's patched class methods (instrument.py): the shadow
+ *         lookup, session check, current queue and calls in flight, in C.
  *
- * It formats the common items itself (ints, None, plain-ASCII str and bytes)
- * and asks events.item_payload for the others.  Everything runs under the GIL
+ * It formats the common items itself (ints, None, bools, floats, plain-ASCII str
+ * and bytes, and from their repr tuples, lists and dicts of those, functions,
+ * classes and objects with object's repr) and asks events.item_payload for the
+ * others.  Everything runs under the GIL
  * (the module is not used on free-threaded builds): a record is reserved,
  * filled and published with no Python code running in between; its length is
  * written last, so a reader never sees a half-written record.
@@ -73,8 +77,8 @@
 /* events._MAX: the head of a long str/bytes shown in its short repr */
 #define HEAD 40
 #define TAIL 32
-/* the longest payload formatted here: 2 * (~10 + 64 + 20) */
-#define FAST_CAP 256
+/* the longest payload formatted here: a short repr (60), a type's name (100), a key (~200) */
+#define FAST_CAP 512
 
 static PyTypeObject OpType;
 
@@ -82,10 +86,14 @@ static PyTypeObject OpType;
  * last fork belongs to the parent (its log, its recorder). */
 static long long fork_generation = 0;
 
+/* instrumentation's calls in flight (see Method): none in a forked child */
+static long inflight = 0;
+
 static void
 on_fork_child(void)
 {
     fork_generation++;
+    inflight = 0;
 }
 
 #ifndef MADV_POPULATE_WRITE
@@ -504,6 +512,339 @@ text_payload(const char *s, Py_ssize_t n, int is_bytes, char *buf, Py_ssize_t *l
     return 1;
 }
 
+/* -- items by their repr ------------------------------------------------------------ */
+
+/* events._item_fields of any other item is built from repr(item): the short repr
+ * (its first 60 characters), and the key (the type's name, and the repr without its
+ * memory addresses, head and tail if long).  The repr of the common composite items
+ * is written here, into a buffer, as CPython writes it: tuples, lists and dicts of
+ * formattable things, ints, bools, None, floats, str and bytes, functions (by their
+ * qualified name and address), classes, and objects whose type keeps object's repr
+ * (``<mod.Class object at 0x...>``: the executor's call items).  Anything else in the
+ * item, or a repr that is not plain ASCII or does not fit, and the whole item goes to
+ * events.item_payload (tests/test_recorder.py compares the two). */
+
+#define REPR_CAP 2048
+#define REPR_DEPTH 12
+#define SHORT_MAX 60
+#define KEY_MAX 200
+#define KEY_HALF 96
+#define TNAME_MAX 100
+
+typedef struct {
+    char *p;
+    char *end;
+} Out;
+
+static inline int
+out_mem(Out *o, const char *s, Py_ssize_t n)
+{
+    if (o->end - o->p < n) {
+        return 0;
+    }
+    memcpy(o->p, s, (size_t)n);
+    o->p += n;
+    return 1;
+}
+
+#define OUT_LIT(o, s) out_mem((o), (s), (Py_ssize_t)(sizeof(s) - 1))
+
+/* A str object's text, if it is ASCII (else NULL). */
+static const char *
+ascii_text(PyObject *s, Py_ssize_t *n)
+{
+    if (!PyUnicode_Check(s)) {
+        return NULL;
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0) {
+        PyErr_Clear();
+        return NULL;
+    }
+#endif
+    if (!PyUnicode_IS_ASCII(s)) {
+        return NULL;
+    }
+    *n = PyUnicode_GET_LENGTH(s);
+    return (const char *)PyUnicode_1BYTE_DATA(s);
+}
+
+static int
+out_str(Out *o, PyObject *s)
+{
+    Py_ssize_t n;
+    const char *t = ascii_text(s, &n);
+    return t != NULL && out_mem(o, t, n);
+}
+
+/* The result of a C repr that runs no Python code (float, str, bytes, int, type). */
+static int
+out_c_repr(Out *o, reprfunc f, PyObject *obj)
+{
+    PyObject *r = f(obj);
+    if (r == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = out_str(o, r);
+    Py_DECREF(r);
+    return ok;
+}
+
+/* " at %p" as PyUnicode_FromFormat writes it: glibc's "%p", "0x" and lowercase hex
+ * digits (never NULL here). */
+static int
+out_address(Out *o, const void *ptr)
+{
+    char num[2 + 2 * sizeof(void *)];
+    char *t = num + sizeof(num);
+    uintptr_t u = (uintptr_t)ptr;
+    do {
+        *--t = "0123456789abcdef"[u & 0xf];
+        u >>= 4;
+    } while (u);
+    *--t = 'x';
+    *--t = '0';
+    return OUT_LIT(o, " at ") && out_mem(o, t, num + sizeof(num) - t);
+}
+
+static PyObject *str_module, *str_qualname, *str_builtins;
+
+/* Whether the str s is "builtins". */
+static int
+is_builtins(PyObject *s)
+{
+    return s == str_builtins || (PyUnicode_GET_LENGTH(s) == 8 &&
+                                 PyUnicode_CompareWithASCIIString(s, "builtins") == 0);
+}
+
+static int out_repr(Out *o, PyObject *obj, int depth);
+
+static int
+out_items(Out *o, PyObject *const *items, Py_ssize_t n, int depth)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (i && !OUT_LIT(o, ", ")) {
+            return 0;
+        }
+        if (!out_repr(o, items[i], depth)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* repr(obj) into o, as CPython writes it; 0: not one of the types written here, or
+ * it does not fit. */
+static int
+out_repr(Out *o, PyObject *obj, int depth)
+{
+    PyTypeObject *t = Py_TYPE(obj);
+    if (depth > REPR_DEPTH) {
+        return 0;
+    }
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (overflow) {
+            return out_c_repr(o, PyLong_Type.tp_repr, obj); /* the digit limit: fails */
+        }
+        char tmp[24];
+        return out_mem(o, tmp, put_int(tmp, v) - tmp);
+    }
+    if (obj == Py_None) {
+        return OUT_LIT(o, "None");
+    }
+    if (obj == Py_True) {
+        return OUT_LIT(o, "True");
+    }
+    if (obj == Py_False) {
+        return OUT_LIT(o, "False");
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = ascii_text(obj, &n);
+        if (s == NULL) {
+            return 0;
+        }
+        if (plain((const unsigned char *)s, n)) {
+            return OUT_LIT(o, "'") && out_mem(o, s, n) && OUT_LIT(o, "'");
+        }
+        return out_c_repr(o, PyUnicode_Type.tp_repr, obj);
+    }
+    if (t == &PyBytes_Type) {
+        const char *s = PyBytes_AS_STRING(obj);
+        Py_ssize_t n = PyBytes_GET_SIZE(obj);
+        if (plain((const unsigned char *)s, n)) {
+            return OUT_LIT(o, "b'") && out_mem(o, s, n) && OUT_LIT(o, "'");
+        }
+        return out_c_repr(o, PyBytes_Type.tp_repr, obj);
+    }
+    if (t == &PyTuple_Type) {
+        Py_ssize_t n = PyTuple_GET_SIZE(obj);
+        return OUT_LIT(o, "(") && out_items(o, &PyTuple_GET_ITEM(obj, 0), n, depth + 1) &&
+               (n != 1 || OUT_LIT(o, ",")) && OUT_LIT(o, ")");
+    }
+    if (t == &PyList_Type) {
+        /* nothing written here runs Python code: the list stays as it is */
+        return OUT_LIT(o, "[") &&
+               out_items(o, ((PyListObject *)obj)->ob_item, PyList_GET_SIZE(obj), depth + 1) &&
+               OUT_LIT(o, "]");
+    }
+    if (t == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        int first = 1;
+        if (!OUT_LIT(o, "{")) {
+            return 0;
+        }
+        while (PyDict_Next(obj, &pos, &k, &v)) {
+            if (!first && !OUT_LIT(o, ", ")) {
+                return 0;
+            }
+            first = 0;
+            if (!out_repr(o, k, depth + 1) || !OUT_LIT(o, ": ") || !out_repr(o, v, depth + 1)) {
+                return 0;
+            }
+        }
+        return OUT_LIT(o, "}");
+    }
+    if (t == &PyFloat_Type) {
+        return out_c_repr(o, PyFloat_Type.tp_repr, obj);
+    }
+    if (t == &PyFunction_Type) { /* "<function %U at %p>" */
+        return OUT_LIT(o, "<function ") &&
+               out_str(o, ((PyFunctionObject *)obj)->func_qualname) && out_address(o, obj) &&
+               OUT_LIT(o, ">");
+    }
+    if (t == &PyType_Type) { /* a class (of metaclass type): its repr has no address */
+        return out_c_repr(o, PyType_Type.tp_repr, obj);
+    }
+    if (t->tp_repr == PyBaseObject_Type.tp_repr && Py_TYPE(t) == &PyType_Type) {
+        /* object_repr: "<%U.%U object at %p>" (module, qualified name), or
+         * "<%s object at %p>" (tp_name) for a builtin */
+        int ok = 0;
+        PyObject *mod;
+        if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) { /* type_module: the dict's __module__ */
+            mod = PyDict_GetItemWithError(t->tp_dict, str_module);
+            Py_XINCREF(mod);
+        }
+        else {
+            mod = PyObject_GetAttr((PyObject *)t, str_module);
+        }
+        if (mod == NULL) {
+            PyErr_Clear();
+        }
+        else if (!PyUnicode_Check(mod)) {
+            Py_CLEAR(mod);
+        }
+        if (mod != NULL && !is_builtins(mod)) {
+            PyObject *qn = (t->tp_flags & Py_TPFLAGS_HEAPTYPE)
+                               ? (Py_XNewRef(((PyHeapTypeObject *)t)->ht_qualname))
+                               : PyObject_GetAttr((PyObject *)t, str_qualname);
+            if (qn == NULL) {
+                PyErr_Clear();
+            }
+            else {
+                ok = OUT_LIT(o, "<") && out_str(o, mod) && OUT_LIT(o, ".") && out_str(o, qn);
+                Py_DECREF(qn);
+            }
+        }
+        else {
+            const char *tn = t->tp_name;
+            ok = OUT_LIT(o, "<") && plain((const unsigned char *)tn, (Py_ssize_t)strlen(tn)) &&
+                 out_mem(o, tn, (Py_ssize_t)strlen(tn));
+        }
+        Py_XDECREF(mod);
+        return ok && OUT_LIT(o, " object") && out_address(o, obj) && OUT_LIT(o, ">");
+    }
+    return 0;
+}
+
+static inline int
+is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* events._no_addresses: s without every " at 0x<hex digits>" (re.sub, left to right). */
+static Py_ssize_t
+strip_addresses(const char *s, Py_ssize_t n, char *dst)
+{
+    Py_ssize_t i = 0, j = 0;
+    while (i < n) {
+        if (s[i] == ' ' && i + 7 <= n && memcmp(s + i, " at 0x", 6) == 0 && is_hex(s[i + 6])) {
+            i += 7;
+            while (i < n && is_hex(s[i])) {
+                i++;
+            }
+            continue;
+        }
+        dst[j++] = s[i++];
+    }
+    return j;
+}
+
+/* type(obj).__name__ (type_name: a heap type's name, else tp_name after its last dot) */
+static const char *
+type_short_name(PyTypeObject *t, Py_ssize_t *n)
+{
+    if (t->tp_flags & Py_TPFLAGS_HEAPTYPE) {
+        return ascii_text(((PyHeapTypeObject *)t)->ht_name, n);
+    }
+    const char *s = strrchr(t->tp_name, '.');
+    s = s ? s + 1 : t->tp_name;
+    *n = (Py_ssize_t)strlen(s);
+    return s;
+}
+
+/* The payload of an item of any other type, from its repr (see above).
+ * Returns 1 (done, in buf: at least FAST_CAP bytes), 0 (ask Python). */
+static int
+repr_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb)
+{
+    char text[REPR_CAP];
+    char bare[REPR_CAP];
+    Py_ssize_t ltn;
+    const char *tname = type_short_name(Py_TYPE(obj), &ltn);
+    if (tname == NULL || ltn > TNAME_MAX || !plain((const unsigned char *)tname, ltn)) {
+        return 0;
+    }
+    Out o = {text, text + REPR_CAP};
+    if (!out_repr(&o, obj, 0)) {
+        return 0;
+    }
+    Py_ssize_t n = o.p - text;
+    char *p = buf;
+    if (n <= SHORT_MAX) {
+        p = put_mem(p, text, n);
+    }
+    else {
+        p = put_mem(p, text, SHORT_MAX - 3);
+        p = put_mem(p, "...", 3);
+    }
+    *la = p - buf;
+    p = put_mem(p, tname, ltn);
+    *p++ = ':';
+    Py_ssize_t m = strip_addresses(text, n, bare);
+    if (m <= KEY_MAX) {
+        p = put_mem(p, bare, m);
+    }
+    else {
+        p = put_int(p, (long long)m);
+        *p++ = ':';
+        p = put_mem(p, bare, KEY_HALF);
+        *p++ = ':';
+        p = put_mem(p, bare + m - KEY_HALF, KEY_HALF);
+    }
+    *lb = p - buf - *la;
+    return 1;
+}
+
 /* The payload of obj (events.item_payload) for the common types.
  * Returns 1 (done, in buf), 0 (ask Python), -1 (error). */
 static int
@@ -547,7 +888,23 @@ fast_payload(PyObject *obj, char *buf, Py_ssize_t *la, Py_ssize_t *lb, int *flag
         return text_payload((const char *)PyUnicode_1BYTE_DATA(obj), PyUnicode_GET_LENGTH(obj), 0,
                             buf, la, lb, flags);
     }
-    return 0;
+    PyTypeObject *t = Py_TYPE(obj);
+    if (t == &PyBool_Type || t == &PyFloat_Type) { /* repr, and "bool:" / "float:" and repr */
+        Out o = {buf, buf + FAST_CAP / 2};
+        if (!out_repr(&o, obj, 0)) {
+            return 0;
+        }
+        *la = o.p - buf;
+        const char *tn = t == &PyBool_Type ? "bool:" : "float:";
+        char *p = put_mem(o.p, tn, (Py_ssize_t)strlen(tn));
+        p = put_mem(p, buf, *la);
+        *lb = p - buf - *la;
+        return 1;
+    }
+    if (t == &PyLong_Type) { /* beyond 64 bits: the digit limit is Python's business */
+        return 0;
+    }
+    return repr_payload(obj, buf, la, lb);
 }
 
 /* -- Op --------------------------------------------------------------------------- */
@@ -986,6 +1343,335 @@ static PyTypeObject TrampolineType = {
     .tp_repr = (reprfunc)Trampoline_repr,
 };
 
+/* -- Method ------------------------------------------------------------------------ */
+
+/* Instrumentation (instrument.py): what a patched class has for a queue operation or
+ * a connection operation.  A descriptor (bound like a function), whose call:
+ *
+ *   - finds the instance's shadow (its __dict__'s "_mpfault_shadow") of the session
+ *     installed now (set_session), else calls the original function (a thread that
+ *     outlives the test, an object mpfault leaves alone);
+ *   - calls the original too inside an operation of the same queue (the queue's own
+ *     use of its methods and pipe: the "current queue" of this thread);
+ *   - else counts the call in flight, makes the queue the current one, and calls
+ *     the shadow's operation (shadow.<op>, the recording Op or the faulted path).
+ *     When the last call in flight ends and set_pending(True) was said, on_idle()
+ *     is called (it closes the logs of ended sessions).
+ *
+ * A connection's send/recv on the pipe of a queue ("_mpfault_owner") are the queue's
+ * put/get; its other operations there are the queue's own business. */
+
+static PyObject *cur_session = NULL;   /* the installed session (instrument._Session) */
+static PyObject *on_idle = NULL;       /* () -> None, when in-flight calls drop to 0 */
+static int idle_pending = 0;
+static _Thread_local PyObject *cur_queue = NULL; /* borrowed: for identity only */
+static PyObject *str_shadow, *str_owner, *str_session;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+    PyObject *orig;   /* the original function */
+    PyObject *op;     /* the shadow's operation called (str) */
+    PyObject *as_op;  /* a connection's: the owner queue's operation (str), or NULL */
+    int conn;         /* a connection's operation */
+} MethodObject;
+
+/* The value of key in obj's __dict__ (borrowed, from a dict the caller holds in *d),
+ * or NULL (no error). */
+static PyObject *
+inst_get(PyObject *obj, PyObject **d, PyObject *key)
+{
+    if (*d == NULL) {
+        *d = PyObject_GenericGetDict(obj, NULL);
+        if (*d == NULL) {
+            PyErr_Clear();
+            return NULL;
+        }
+    }
+    if (!PyDict_CheckExact(*d)) {
+        return NULL;
+    }
+    PyObject *v = PyDict_GetItemWithError(*d, key);
+    if (v == NULL) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
+/* obj's attribute key as object.__getattribute__ finds it (a new reference), or NULL
+ * (no error).  Not through obj.__dict__: on CPython 3.11 an object whose __dict__ was
+ * asked for loses its inline attribute values, and every attribute access of its
+ * methods gets slower (instrument.py sets these attributes with object.__setattr__). */
+static PyObject *
+own_attr(PyObject *obj, PyObject *key)
+{
+    PyObject *v = _PyObject_GenericGetAttrWithDict(obj, key, NULL, 1);
+    if (v == NULL) {
+        PyErr_Clear();
+    }
+    return v;
+}
+
+/* Whether sh belongs to the session installed now (its _mpf_session, an attribute
+ * of the instance: read from its __dict__, held in *shd). */
+static int
+of_session(PyObject *sh, PyObject **shd)
+{
+    if (cur_session == NULL) {
+        return 0;
+    }
+    PyObject *s = inst_get(sh, shd, str_session);
+    if (s != NULL) {
+        return s == cur_session;
+    }
+    s = PyObject_GetAttr(sh, str_session);
+    if (s == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int r = s == cur_session;
+    Py_DECREF(s);
+    return r;
+}
+
+static PyObject *
+method_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    MethodObject *self = (MethodObject *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (self->orig == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mpfault: this method was torn down");
+        return NULL;
+    }
+    if (nargs < 1 || cur_session == NULL) {
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
+    PyObject *obj = args[0];
+    PyObject *shd = NULL;
+    PyObject *o = NULL;
+    if (self->conn) {
+        o = own_attr(obj, str_owner);
+        if (o != NULL && self->as_op == NULL) {
+            /* send_bytes, recv_bytes, poll of a queue's pipe: always the queue's own use */
+            Py_DECREF(o);
+            return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+        }
+    }
+    PyObject *sh = own_attr(obj, str_shadow);
+    if (sh == NULL || !of_session(sh, &shd)) {
+        Py_XDECREF(shd);
+        Py_XDECREF(sh);
+        Py_XDECREF(o);
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
+    PyObject *prev = cur_queue;
+    PyObject *owner = obj;
+    PyObject *name = self->op;
+    if (o != NULL) { /* send, recv on a queue's pipe: the queue's put, get */
+        owner = o;
+        name = self->as_op;
+    }
+    if (prev == owner) { /* inside an operation of this queue: its own business */
+        Py_XDECREF(shd);
+        Py_DECREF(sh);
+        Py_XDECREF(o);
+        return PyObject_Vectorcall(self->orig, args, nargsf, kwnames);
+    }
+    Py_INCREF(owner);
+    Py_XDECREF(o);
+    PyObject *res;
+    inflight++; /* under the GIL: the session cannot end between the check and this */
+    /* getattr(sh, name): the operation the shadow put on itself, else as Python finds it */
+    PyObject *fn = inst_get(sh, &shd, name);
+    if (fn != NULL) {
+        Py_INCREF(fn);
+    }
+    else {
+        fn = PyObject_GetAttr(sh, name);
+    }
+    Py_XDECREF(shd);
+    if (fn == NULL) {
+        res = NULL;
+    }
+    else {
+        cur_queue = owner;
+        res = PyObject_Vectorcall(fn, args + 1, (size_t)(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                  kwnames);
+        cur_queue = prev;
+        Py_DECREF(fn);
+    }
+    Py_DECREF(owner);
+    Py_DECREF(sh);
+    if (inflight > 0) { /* 0 in a child forked during the call */
+        inflight--;
+    }
+    if (inflight == 0 && idle_pending && on_idle != NULL) {
+        PyObject *cb = on_idle;
+        Py_INCREF(cb);
+#if PY_VERSION_HEX >= 0x030C0000
+        PyObject *exc = PyErr_GetRaisedException();
+#else
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb);
+#endif
+        PyObject *r = PyObject_CallNoArgs(cb);
+        if (r == NULL) {
+            PyErr_WriteUnraisable(cb);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(cb);
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(exc);
+#else
+        PyErr_Restore(et, ev, etb);
+#endif
+    }
+    return res;
+}
+
+static PyObject *
+Method_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"orig", "op", "as_op", "conn", NULL};
+    PyObject *orig, *op, *as_op = Py_None;
+    int conn = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OU|Op:Method", kwlist, &orig, &op, &as_op,
+                                     &conn)) {
+        return NULL;
+    }
+    if (as_op != Py_None && !PyUnicode_Check(as_op)) {
+        PyErr_SetString(PyExc_TypeError, "Method: as_op must be a str or None");
+        return NULL;
+    }
+    MethodObject *self = (MethodObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = method_vectorcall;
+    Py_INCREF(orig);
+    self->orig = orig;
+    Py_INCREF(op);
+    PyUnicode_InternInPlace(&op);
+    self->op = op;
+    if (as_op != Py_None) {
+        Py_INCREF(as_op);
+        PyUnicode_InternInPlace(&as_op);
+        self->as_op = as_op;
+    }
+    self->conn = conn;
+    return (PyObject *)self;
+}
+
+static PyObject *
+Method_descr_get(PyObject *self, PyObject *obj, PyObject *Py_UNUSED(type))
+{
+    if (obj == NULL || obj == Py_None) {
+        Py_INCREF(self);
+        return self;
+    }
+    return PyMethod_New(self, obj);
+}
+
+static int
+Method_traverse(MethodObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->dict);
+    Py_VISIT(self->orig);
+    return 0;
+}
+
+static int
+Method_clear(MethodObject *self)
+{
+    Py_CLEAR(self->dict);
+    Py_CLEAR(self->orig);
+    return 0;
+}
+
+static void
+Method_dealloc(MethodObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Method_clear(self);
+    Py_CLEAR(self->op);
+    Py_CLEAR(self->as_op);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Method_repr(MethodObject *self)
+{
+    if (self->dict != NULL) {
+        PyObject *q = PyDict_GetItemString(self->dict, "__qualname__"); /* borrowed */
+        if (q != NULL && PyUnicode_Check(q)) {
+            return PyUnicode_FromFormat("<mpfault instrumented method %U>", q);
+        }
+    }
+    return PyUnicode_FromFormat("<mpfault instrumented method %U>", self->op);
+}
+
+static PyGetSetDef Method_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject MethodType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "mpfault._runtime._fastrec.Method",
+    .tp_basicsize = sizeof(MethodObject),
+    .tp_dealloc = (destructor)Method_dealloc,
+    .tp_vectorcall_offset = offsetof(MethodObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL |
+                Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_doc = "Method(orig, op, as_op=None, conn=False)\n--\n\nAn instrumented class's "
+              "operation: calls go to the instance's shadow (see instrument.py).",
+    .tp_traverse = (traverseproc)Method_traverse,
+    .tp_clear = (inquiry)Method_clear,
+    .tp_getset = Method_getset,
+    .tp_dictoffset = offsetof(MethodObject, dict),
+    .tp_descr_get = Method_descr_get,
+    .tp_new = Method_new,
+    .tp_repr = (reprfunc)Method_repr,
+};
+
+static PyObject *
+set_session_py(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *session, *idle;
+    if (!PyArg_ParseTuple(args, "OO:set_session", &session, &idle)) {
+        return NULL;
+    }
+    Py_INCREF(idle);
+    Py_XSETREF(on_idle, idle);
+    if (session == Py_None) {
+        Py_CLEAR(cur_session);
+    }
+    else {
+        Py_INCREF(session);
+        Py_XSETREF(cur_session, session);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+set_pending_py(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    int v = PyObject_IsTrue(arg);
+    if (v < 0) {
+        return NULL;
+    }
+    idle_pending = v;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+inflight_py(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(inflight);
+}
+
 /* -- module ---------------------------------------------------------------------- */
 
 static PyObject *
@@ -1019,6 +1705,13 @@ set_pdeathsig_py(PyObject *Py_UNUSED(module), PyObject *arg)
 }
 
 static PyMethodDef module_methods[] = {
+    {"set_session", set_session_py, METH_VARARGS,
+     "set_session(session, on_idle)\n--\n\nThe instrumentation session installed now (None: "
+     "none), and what to call when no call is in flight any more."},
+    {"set_pending", set_pending_py, METH_O,
+     "set_pending(flag)\n--\n\nWhether to call on_idle when no call is in flight any more."},
+    {"inflight", inflight_py, METH_NOARGS,
+     "inflight()\n--\n\nThe number of instrumented calls in flight in this process."},
     {"set_pdeathsig", set_pdeathsig_py, METH_O,
      "set_pdeathsig(sig)\n--\n\nHave the kernel send this process sig when its parent dies."},
     {"fast_payload", fast_payload_py, METH_O,
@@ -1039,7 +1732,17 @@ PyMODINIT_FUNC
 PyInit__fastrec(void)
 {
     if (PyType_Ready(&LogType) < 0 || PyType_Ready(&OpType) < 0 ||
-        PyType_Ready(&TrampolineType) < 0) {
+        PyType_Ready(&TrampolineType) < 0 || PyType_Ready(&MethodType) < 0) {
+        return NULL;
+    }
+    str_shadow = PyUnicode_InternFromString("_mpfault_shadow");
+    str_owner = PyUnicode_InternFromString("_mpfault_owner");
+    str_session = PyUnicode_InternFromString("_mpf_session");
+    str_module = PyUnicode_InternFromString("__module__");
+    str_qualname = PyUnicode_InternFromString("__qualname__");
+    str_builtins = PyUnicode_InternFromString("builtins");
+    if (str_shadow == NULL || str_owner == NULL || str_session == NULL || str_module == NULL ||
+        str_qualname == NULL || str_builtins == NULL) {
         return NULL;
     }
     long ps = sysconf(_SC_PAGESIZE);
@@ -1074,6 +1777,12 @@ PyInit__fastrec(void)
     Py_INCREF(&TrampolineType);
     if (PyModule_AddObject(m, "Trampoline", (PyObject *)&TrampolineType) < 0) {
         Py_DECREF(&TrampolineType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&MethodType);
+    if (PyModule_AddObject(m, "Method", (PyObject *)&MethodType) < 0) {
+        Py_DECREF(&MethodType);
         Py_DECREF(m);
         return NULL;
     }

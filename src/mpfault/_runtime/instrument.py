@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
+from . import events as _events
 from . import state as _st
 from .fqueue import _QUEUE_OPS, FaultQueue
 
@@ -205,7 +206,16 @@ _ORIGINALS: dict[tuple[type, str], Any] = {}
 _READY: set[type] = set()
 
 
+#: the patched methods in C (``_fastrec.Method``: the same as ``_queue_method`` and
+#: ``_conn_method`` below, which count in flight in C), or None: in Python
+_C: Any = _events._fastrec
+
 os.register_at_fork(after_in_child=_INFLIGHT.clear)
+
+
+def _in_flight() -> bool:
+    """Whether a recorded call is in flight in this process."""
+    return bool(_INFLIGHT) or (_C is not None and _C.inflight() > 0)
 
 
 def active() -> bool:
@@ -223,8 +233,33 @@ def _set(owner: Any, attr: str, value: Any) -> None:
     setattr(owner, attr, value)
 
 
+def _own(obj: Any, name: str) -> Any:
+    """``obj``'s attribute ``name`` as ``object.__getattribute__`` finds it, or None.
+
+    Not through ``obj.__dict__``: on CPython 3.11 an object whose ``__dict__`` was
+    asked for keeps its attributes in a dict from then on, and every attribute access
+    in its methods is slower (a queue's put and get, ~0.1 us).  Instrumentation sets
+    its attributes with ``object.__setattr__`` (:func:`_put_own`) for the same reason.
+    """
+    try:
+        return object.__getattribute__(obj, name)
+    except AttributeError:
+        return None
+
+
+def _put_own(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+def _drop_own(obj: Any, name: str) -> None:
+    try:
+        object.__delattr__(obj, name)
+    except AttributeError:
+        pass
+
+
 def _close_pending() -> None:
-    while _PENDING and not _INFLIGHT:
+    while _PENDING and not _in_flight():
         try:
             st = _PENDING.pop()
         except IndexError:  # pragma: no cover - another thread took it
@@ -233,6 +268,8 @@ def _close_pending() -> None:
             st.recorder.close()
         except Exception:  # pragma: no cover
             pass
+    if _C is not None and not _PENDING:
+        _C.set_pending(False)
 
 
 # -- sites and names -------------------------------------------------------------------
@@ -331,6 +368,9 @@ def _original(cls: type, op: str) -> Any:
 
 
 def _queue_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
+    if _C is not None:  # the same, in C
+        return _dressed(_C.Method(orig, op), op, orig)
+
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         sh = self.__dict__.get(_SHADOW)
         if sh is None or sh._mpf_session is not _SESSION:
@@ -384,6 +424,8 @@ def _dressed(method: Any, op: str, orig: Callable[..., Any]) -> Callable[..., An
 
 def _conn_method(op: str, orig: Callable[..., Any]) -> Callable[..., Any]:
     as_queue_op = {"send": "put", "recv": "get"}.get(op)
+    if _C is not None:  # the same, in C
+        return _dressed(_C.Method(orig, op, as_queue_op, True), op, orig)
 
     def method(self: Any, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
@@ -459,29 +501,28 @@ def _attach_queue(q: Any, name: str, session: _Session) -> None:
         if fn is not None:
             raws[op] = types.MethodType(fn, q)
     plan = session.config.plan_for(name)
-    q.__dict__[_SHADOW] = _Shadow(_View(q, raws), plan, name, session)
+    _put_own(q, _SHADOW, _Shadow(_View(q, raws), plan, name, session))
     send = _ORIGINALS[(_mpc._ConnectionBase, "send")]
     recv = _ORIGINALS[(_mpc._ConnectionBase, "recv")]
     for attr in ("_reader", "_writer"):
-        conn = q.__dict__.get(attr)
+        conn = _own(q, attr)
         if isinstance(conn, _mpc.Connection):
-            conn.__dict__[_OWNER] = q
+            _put_own(conn, _OWNER, q)
             view = _View(
                 conn, {"put": types.MethodType(send, conn), "get": types.MethodType(recv, conn)}
             )
-            conn.__dict__[_SHADOW] = _Shadow(view, plan, name, session)
+            _put_own(conn, _SHADOW, _Shadow(view, plan, name, session))
 
 
 def _attach_conn(conn: Any, name: str, session: _Session) -> None:
     raws = {op: types.MethodType(_ORIGINALS[(_mpc._ConnectionBase, op)], conn) for op in _CONN_OPS}
-    conn.__dict__[_SHADOW] = _Shadow(
-        _View(conn, raws), session.config.plan_for(name), name, session
-    )
+    plan = session.config.plan_for(name)
+    _put_own(conn, _SHADOW, _Shadow(_View(conn, raws), plan, name, session))
 
 
 def shadow_of(obj: Any) -> FaultQueue | None:
     """The shadow of an instrumented queue or connection of this session, or None."""
-    sh = getattr(obj, "__dict__", {}).get(_SHADOW)
+    sh = _own(obj, _SHADOW)
     if sh is None or sh._mpf_session is not _SESSION:
         return None
     return sh  # type: ignore[no-any-return]
@@ -489,15 +530,12 @@ def shadow_of(obj: Any) -> FaultQueue | None:
 
 def exempt(q: Any) -> None:
     """Leave ``q`` (and its connections) alone: a queue the harness wraps itself."""
-    d = getattr(q, "__dict__", None)
-    if d is None:
-        return
-    d.pop(_SHADOW, None)
+    _drop_own(q, _SHADOW)
     for attr in ("_reader", "_writer"):
-        conn = d.get(attr)
+        conn = _own(q, attr)
         if isinstance(conn, _mpc.Connection):
-            conn.__dict__.pop(_SHADOW, None)
-            conn.__dict__.pop(_OWNER, None)
+            _drop_own(conn, _SHADOW)
+            _drop_own(conn, _OWNER)
 
 
 # -- creation, pickling ------------------------------------------------------------------------
@@ -521,7 +559,7 @@ def _init_method(orig: Callable[..., Any]) -> Callable[..., Any]:
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         orig(self, *args, **kwargs)
         s = _SESSION
-        if s is not None and _SHADOW not in self.__dict__:
+        if s is not None and _own(self, _SHADOW) is None:
             name = _new_name(self, type(self).__name__, _SKIP_FILES)
             if name is not None:
                 _attach_queue(self, name, s)
@@ -556,7 +594,7 @@ _reduce_connection_orig: Any = None
 def _reduce_conn(conn: Any) -> tuple[Any, ...]:
     rv = _reduce_connection_orig(conn)
     sh = shadow_of(conn)
-    if sh is None or _OWNER in conn.__dict__:
+    if sh is None or _own(conn, _OWNER) is not None:
         return rv  # type: ignore[no-any-return]
     return (_rebuild_conn, (rv[0], rv[1], sh.name))
 
@@ -774,6 +812,8 @@ def install(config: Config, on_start: Callable[[Any], None] | None = None) -> No
     _set(bp, "start", _start_method(bp.__dict__["start"]))
     _set(bp, "_bootstrap", _bootstrap_method(bp.__dict__["_bootstrap"]))
     _SESSION = _Session(config, on_start)
+    if _C is not None:
+        _C.set_session(_SESSION, _close_pending)
 
 
 def uninstall() -> None:
@@ -783,6 +823,8 @@ def uninstall() -> None:
     s = _SESSION
     if s is None:
         return
+    if _C is not None:  # first: a call in C that passed its check is in flight now
+        _C.set_session(None, _close_pending)
     _SESSION = None
     while _SAVED:
         owner, attr, old = _SAVED.pop()
@@ -797,9 +839,11 @@ def uninstall() -> None:
             setattr(owner, attr, old)
     _ORIGINALS.clear()
     _READY.clear()
-    if _INFLIGHT:
+    if _in_flight():
         st = _st._states.pop(s.config.run.run_dir, None)
         if st is not None:
             _PENDING.append(st)
-            if not _INFLIGHT:  # pragma: no cover - the last one ended meanwhile
+            if _C is not None:
+                _C.set_pending(True)
+            if not _in_flight():  # pragma: no cover - the last one ended meanwhile
                 _close_pending()

@@ -379,3 +379,30 @@ def test_lock(mpfault):
         r"writer \(pid \d+, killed; its last put on 'q1'",
         out,
     ), out[-4000:]
+
+
+def test_a_slow_setup_never_gets_the_deadlines_signal(pytester: pytest.Pytester) -> None:
+    """The main thread is watched during the test's call only: a setup (or a report)
+    slower than the deadline, on a loaded machine, is no INTERNALERROR."""
+    pytester.makepyfile(
+        test_slow="""
+import threading
+import pytest
+
+
+@pytest.fixture
+def slow_setup(mpfault):
+    threading.Event().wait(2.0)  # a setup slower than the deadline (not synchronisation)
+    return mpfault
+
+
+@pytest.mark.mpfault(start_methods=["fork"], deadline=1)
+def test_after_a_slow_setup(slow_setup):
+    threading.Event().wait(30)  # the call itself still ends at the deadline
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    out = result.stdout.str()
+    assert "INTERNALERROR" not in out
+    result.assert_outcomes(failed=1)
+    assert "Hang: a blocking call in the test's main thread" in out

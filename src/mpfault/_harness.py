@@ -221,7 +221,6 @@ class Harness:
             # under pytest-timeout the deadline counts from when its timer started (the
             # test's setup), so that it ends before the timeout whatever setup took
             harness._started = min(harness._started, started)
-        harness.watch_main_thread()
         return harness
 
     # -- instrumentation ------------------------------------------------------------------
@@ -402,8 +401,9 @@ class Harness:
     def watch_main_thread(self) -> bool:
         """Bound every blocking call in the main thread (``q.get()`` in the test itself,
         ``pool.map()``) by the deadline: a little after it, a :class:`Hang` with what
-        each child last did and their stacks is raised there.  The fixture does this for
-        every test; :meth:`stop_watching` and :meth:`close` end it.  False when it
+        each child last did and their stacks is raised there.  The plugin does this for
+        each test's call (not its setup, nor the reports: only the test's own code);
+        :meth:`stop_watching` and :meth:`close` end it.  False when it
         cannot (no deadline, not called from the main thread)."""
         if self.deadline is None or self._watchdog is not None:
             return False

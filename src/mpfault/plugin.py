@@ -248,6 +248,11 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item) -> Any:
+    harness = item.stash.get(HARNESS_KEY, None)
+    if harness is not None and not harness.closed:
+        # only while the test's own code runs: a slow setup or report (a loaded machine)
+        # must never see the deadline's signal
+        harness.watch_main_thread()
     try:
         return (yield)
     finally:

@@ -263,13 +263,13 @@ def test_a_put_before_a_kill_stays_out_of_the_feeder_s_reach(kind: str) -> None:
     feeder's buffer), and, for a process that survives, the rest of the put."""
     import multiprocessing
 
-    from mpfault._runtime.faulty import _put_unflushed
+    from mpfault._runtime.faulty import put_unflushed
 
     ctx = multiprocessing.get_context("fork")
     q = getattr(ctx, kind)(maxsize=2)
     try:
         q.put("first")
-        flush = _put_unflushed(q, "second", True, None)
+        flush = put_unflushed(q, "second", True, None)
         assert flush is not None
         assert "second" not in list(q._buffer)  # not where the feeder thread looks
         assert q.full()  # ...but it counts: maxsize 2, two puts
@@ -284,7 +284,7 @@ def test_a_put_before_a_kill_stays_out_of_the_feeder_s_reach(kind: str) -> None:
             q.task_done()
             q.task_done()
             q.join()  # both puts counted once each
-        assert _put_unflushed(ctx.SimpleQueue(), "x", True, None) is None  # not ours to do
+        assert put_unflushed(ctx.SimpleQueue(), "x", True, None) is None  # not ours to do
     finally:
         q.close()
         q.join_thread()

@@ -37,6 +37,10 @@ def done_one(q):  # type: ignore[no-untyped-def]
     q.task_done()
 
 
+def qsize_of(q):  # type: ignore[no-untyped-def]
+    return q.qsize()
+
+
 def send_one(conn, obj):  # type: ignore[no-untyped-def]
     conn.send(obj)
 
@@ -96,16 +100,12 @@ def test_killed_inside_task_done_keeps_the_condition_lock(mpfault: Harness) -> N
 
 def test_a_fault_off_the_lock_ops_dies_on_entry(mpfault: Harness) -> None:
     q = mpfault.queue(faults=["qsize@w:kill(during)"])
-    w = mpfault.spawn(lambda_free_qsize, q, name="w")
+    w = mpfault.spawn(qsize_of, q, name="w")
     with pytest.raises(ChildError, match="killed by SIGKILL"):
         w.result(timeout=60)
     q.put(1)
     assert q.get(timeout=10) == 1  # nothing was held
     assert "(during, on entry)" in _fault_details(mpfault)[0]
-
-
-def lambda_free_qsize(q):  # type: ignore[no-untyped-def]
-    return q.qsize()
 
 
 def test_killed_half_way_through_a_send(mpfault: Harness) -> None:

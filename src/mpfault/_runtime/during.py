@@ -79,19 +79,16 @@ def _take(lock: Any, block: bool, timeout: Any, which: str) -> str:
 def _queue_put(q: Any, call: Call) -> str:
     """A Queue's put, killed while its feeder holds the write lock: the item is taken
     in (its room, and for a JoinableQueue its unfinished task) and never sent."""
-    from multiprocessing.queues import JoinableQueue
+    import queue
 
-    if q._closed:
+    from .faulty import put_unflushed
+
+    try:  # the put as far as other processes see it; its flush never runs
+        put_unflushed(q, None, *call.block_timeout())
+    except ValueError:
         return "on entry (the queue is closed)"
-    block, timeout = call.block_timeout()
-    if timeout is not None and timeout < 0:
-        timeout = 0
-    if not q._sem.acquire(block, timeout):
+    except queue.Full:
         return "waiting for room in the full queue"
-    if isinstance(q, JoinableQueue):
-        jq: Any = q
-        with jq._cond:
-            jq._unfinished_tasks.release()
     lock = q._wlock
     if lock is None:  # pragma: no cover - Windows
         return "with the item taken in and never sent"

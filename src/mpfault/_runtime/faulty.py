@@ -23,7 +23,7 @@ _ITEM_OPS = PUT_OPS | {"send", "send_bytes"}
 if TYPE_CHECKING:
     from .model import Fault
 
-__all__ = ["Call", "faulted"]
+__all__ = ["Call", "faulted", "put_unflushed"]
 
 _NOTHING: Any = object()
 
@@ -60,7 +60,7 @@ def _block_timeout(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tu
     return bool(block), timeout
 
 
-def _put_unflushed(q: Any, obj: Any, block: bool, timeout: Any) -> Callable[[], None] | None:
+def put_unflushed(q: Any, obj: Any, block: bool, timeout: Any) -> Callable[[], None] | None:
     """Put ``obj`` as ``multiprocessing.Queue.put`` does as far as other processes can
     see (the semaphores), but keep the item out of the buffer the feeder thread sends
     from: the state right after ``put()`` returned and before the feeder ran, which a
@@ -177,7 +177,7 @@ def _faulty(
             if dying and has_item and call.calls == 1:
                 # a put right before the process dies: the item stays where the
                 # feeder thread cannot reach it, so the kill loses it for sure
-                flush = _put_unflushed(queue, item, *call.block_timeout())
+                flush = put_unflushed(queue, item, *call.block_timeout())
             if flush is not None:
                 call.result = None
             else:

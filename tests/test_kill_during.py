@@ -186,3 +186,36 @@ def test_pool_worker_killed_idle_in_get_wedges_map_until_the_deadline(
     workers = [pid for line in pids.read_text().splitlines() for pid in json.loads(line)]
     assert len(workers) == 6
     assert wait_gone(workers, 10) == [], "pool workers outlived the test"
+
+
+WEDGED_FEEDER = """
+import pytest
+from mpfault import ChildError
+
+
+def put_one(q):
+    q.put(1)
+
+
+def test_feeder_wedged_by_a_dead_writer(mpfault):
+    with mpfault.instrument(faults={"*": "put@c1:kill(during)"}):
+        q = mpfault.ctx.Queue()  # made by the test's code: not a harness queue
+        c = mpfault.spawn(put_one, q, name="c1")
+        with pytest.raises(ChildError, match="SIGKILL"):
+            c.result(timeout=60)
+        q.put(2)  # this process's feeder waits for the write lock c1 died holding
+"""
+
+
+def test_a_feeder_wedged_by_a_killed_writer_does_not_hold_pytests_exit(
+    pytester: pytest.Pytester,
+) -> None:
+    """multiprocessing joins every queue's feeder thread at exit, with no bound; one
+    waiting for a write lock that died with a process never ends.  The queues made
+    while instrumented are let go (``cancel_join_thread()``) when instrumentation ends."""
+    pytester.makepyfile(WEDGED_FEEDER)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", f"--mpfault-tmpdir={pytester.path}", timeout=120
+    )
+    result.assert_outcomes(passed=3)
+    assert [p for p in pytester.path.iterdir() if p.name.startswith("mpf-")] == []

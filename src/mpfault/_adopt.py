@@ -273,24 +273,32 @@ class Instrumentation:
 
     def _finish_pools(self) -> None:
         """Terminate the pools (their workers are dead): bounded, and not wedged by a
-        lock a killed worker held (``_help_stuff_finish`` takes the task queue's)."""
+        lock a killed worker held (``_help_stuff_finish`` takes the task queue's).
+
+        A worker the pool started as teardown began is killed at once, maybe holding
+        a lock again: the locks are freed while ``terminate()`` runs, and the workers
+        it could not end in time are killed and reaped here.
+        """
         import threading
 
         pools = self._live_pools()
         self._pools = []
+        ends = []
         for pool in pools:
-            for q in (getattr(pool, "_inqueue", None), getattr(pool, "_outqueue", None)):
-                lock = getattr(q, "_rlock", None)
-                if lock is None:
-                    continue
-                if lock.acquire(False):
-                    lock.release()
-                else:  # held by a process that is dead now
-                    with contextlib.suppress(Exception):
-                        lock.release()
+            _free_dead_locks(pool)
             t = threading.Thread(target=pool.terminate, daemon=True, name="mpfault-pool-end")
             t.start()
-            t.join(self.harness.grace + 1.0)
+            ends.append((pool, t))
+        deadline = time.monotonic() + self.harness.grace + 1.0
+        for pool, t in ends:
+            while t.is_alive() and time.monotonic() < deadline:
+                t.join(0.05)
+                _free_dead_locks(pool)
+            for w in list(getattr(pool, "_pool", ()) or ()):
+                with contextlib.suppress(Exception):
+                    if w.exitcode is None:
+                        w.kill()
+                        w.join(max(0.1, deadline - time.monotonic()))
 
     def _live_pools(self) -> list[Any]:
         if self.on:
@@ -303,15 +311,31 @@ class Instrumentation:
         self.stop()
 
     def stop(self) -> None:
-        """Restore what :meth:`start` patched (the adopted processes stay adopted)."""
+        """Restore what :meth:`start` patched (the adopted processes stay adopted); the
+        queues made meanwhile no longer hold the interpreter's exit (``release_queues``)."""
         if self.on:
             self._live_pools()
             self.on = False
+            _ins.release_queues()
             _ins.uninstall()
         for c in self.harness.children:
             p = c._process
             if isinstance(p, _PidProcess):
                 p.close()
+
+
+def _free_dead_locks(pool: Any) -> None:
+    """Release a pool's queue read locks held now: at teardown only dead (or killed)
+    workers can hold them."""
+    for q in (getattr(pool, "_inqueue", None), getattr(pool, "_outqueue", None)):
+        lock = getattr(q, "_rlock", None)
+        if lock is None:
+            continue
+        if lock.acquire(False):
+            lock.release()
+        else:  # held by a process that is dead now
+            with contextlib.suppress(Exception):
+                lock.release()
 
 
 def wait_gone(children: list[Any], timeout: float) -> None:

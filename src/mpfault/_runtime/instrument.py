@@ -36,6 +36,7 @@ This module runs in child processes: it imports nothing outside ``_runtime``.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import fnmatch
 import hashlib
 import multiprocessing.connection as _mpc
@@ -183,6 +184,15 @@ class _Session:
         self._lock = threading.Lock()
         #: weak references to the ``multiprocessing.pool.Pool`` objects made here
         self.pools: list[weakref.ref[Any]] = []
+        #: weak references to the queues with a feeder thread made (or unpickled) in the
+        #: test process: see :func:`release_queues`
+        self.queues: list[weakref.ref[Any]] = []
+
+    def took(self, q: Any) -> None:
+        """Keep ``q`` for :func:`release_queues` (a Queue, in the test process)."""
+        if hasattr(q, "cancel_join_thread") and os.getpid() == self.config.run.controller_pid:
+            with contextlib.suppress(TypeError):
+                self.queues.append(weakref.ref(q))
 
     def unique(self, name: str) -> str:
         with self._lock:
@@ -563,6 +573,7 @@ def _init_method(orig: Callable[..., Any]) -> Callable[..., Any]:
             name = _new_name(self, type(self).__name__, _SKIP_FILES)
             if name is not None:
                 _attach_queue(self, name, s)
+                s.took(self)
 
     __init__.__wrapped__ = orig  # type: ignore[attr-defined]
     __init__.__qualname__ = orig.__qualname__
@@ -585,6 +596,7 @@ def _rebuild_queue(cls: Any, state: Any, name: str | None) -> Any:
     s = _SESSION
     if name is not None and s is not None:
         _attach_queue(q, name, s)
+        s.took(q)
     return q
 
 
@@ -771,6 +783,27 @@ def _pool_init(orig: Callable[..., Any]) -> Callable[..., Any]:
     __init__.__wrapped__ = orig  # type: ignore[attr-defined]
     __init__.__qualname__ = orig.__qualname__
     return __init__
+
+
+def release_queues() -> int:
+    """Let the interpreter's exit skip the feeder threads of the queues made while
+    instrumented (``cancel_join_thread()``); returns how many.
+
+    A feeder whose queue's write lock died with a killed process (``kill(during)`` on a
+    put), or whose pipe is full with no reader left, never ends: ``multiprocessing``
+    joins it at exit with no bound, and pytest would hang after the last test.  The
+    processes that could read those items are gone when the harness tears down.
+    """
+    s = _SESSION
+    if s is None:
+        return 0
+    n = 0
+    for q in (r() for r in s.queues):
+        if q is not None:
+            with contextlib.suppress(Exception):
+                q.cancel_join_thread()
+                n += 1
+    return n
 
 
 def pools() -> list[Any]:

@@ -475,3 +475,93 @@ def test_marker_formatters_are_checked(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*ERROR collecting test_bad.py*", f"mpfault: {message}*"])
+
+
+# -- options, ini, env: key and show for every test (a chaos run's reports) -------------------
+
+HELPERS = """
+def message(record):
+    return "msg:" + record.getMessage()
+
+
+def other(item):
+    return "other:" + repr(item)
+
+
+shout = lambda item: repr(item).upper()  # noqa: E731
+"""
+
+UNMARKED = MARKED.replace('show={"Queue@*test_logs.py:*": message, "*": broken},', "").replace(
+    "def message(record):", "def _message(record):"
+)
+
+
+@pytest.mark.parametrize("source", ["ini", "env", "option"])
+def test_show_from_ini_env_or_option_reaches_every_test(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    pytester.makepyfile(test_logs=UNMARKED, helpers=HELPERS)
+    spec = "Queue@*test_logs.py:*=helpers:message, *=helpers:other"
+    args = ["-p", "no:cacheprovider", "--mpfault-start-methods=spawn"]
+    if source == "ini":
+        pytester.makeini(f"[pytest]\nmpfault_show =\n    {spec.replace(', ', chr(10) + '    ')}\n")
+    elif source == "env":
+        monkeypatch.setenv("MPFAULT_SHOW", spec)
+    else:
+        args.append(f"--mpfault-show={spec}")
+    result = pytester.runpytest_subprocess(*args, timeout=120)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "3 items lost (put but never got)" in out
+    for n in (1, 2, 3):
+        assert f"- msg:record {n} on 'Queue@test_logs.py:" in out
+    assert "msg:record 4" not in out
+
+
+def test_a_markers_show_replaces_the_sessions(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_logs=MARKED, helpers=HELPERS)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--mpfault-start-methods=spawn",
+        "--mpfault-show=helpers:other", timeout=120,
+    )  # fmt: skip
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "- record 1 on 'Queue@test_logs.py:" in out  # the marker's message()
+    assert "other:" not in out
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("option", "nomodule:f", "--mpfault-show: cannot import 'nomodule' (ModuleNotFoundError"),
+        ("option", "helpers", "--mpfault-show: 'helpers' is not 'module:function' or"),
+        ("env", "helpers:nothing", "env MPFAULT_KEY: module 'helpers' has no 'nothing'"),
+        ("ini", "helpers:shout", "ini mpfault_key: a lambda cannot reach the child processes"),
+        (
+            "ini",
+            "q*=helpers:other\n    q*=helpers:message",
+            "the queue name glob 'q*' is given twice",
+        ),
+    ],
+    ids=["no-module", "no-colon", "no-attr", "lambda", "twice"],
+)
+def test_session_formatters_are_checked_at_startup(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    value: str,
+    message: str,
+) -> None:
+    pytester.makepyfile(test_ok="def test_ok():\n    pass\n", helpers=HELPERS)
+    args = ["-p", "no:cacheprovider"]
+    if where == "option":
+        args.append(f"--mpfault-show={value}")
+    elif where == "env":
+        monkeypatch.setenv("MPFAULT_KEY", value)
+    else:
+        pytester.makeini(f"[pytest]\nmpfault_key =\n    {value}\n")
+    result = pytester.runpytest_subprocess(*args, timeout=60)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert message in err, err
+    assert "Traceback" not in err + result.stdout.str()

@@ -59,3 +59,33 @@ def test_pytest_html_gets_the_timeline(pytester: pytest.Pytester) -> None:
     page = (pytester.path / "report.html").read_text()
     assert page.count("mpfault-timeline") == 1
     assert "data-process" in page
+
+
+def test_replay_keeps_instrumentation_and_formatters_from_options_and_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from mpfault._report import replay_command
+
+    settings = SimpleNamespace(faults_source="", faults=(), instrument=True)
+    monkeypatch.delenv("MPFAULT_INSTRUMENT", raising=False)
+    monkeypatch.delenv("MPFAULT_SHOW", raising=False)
+    monkeypatch.setenv("MPFAULT_KEY", "helpers:key_of")
+    line = replay_command(
+        "t.py::test_a",
+        7,
+        settings=settings,
+        args=["--mpfault-instrument", "--mpfault-show", "*=helpers:shown", "-q", "-x"],
+    )
+    assert "--mpfault-instrument" in line.split()
+    assert "--mpfault-show '*=helpers:shown'" in line
+    assert "--mpfault-key=helpers:key_of" in line
+    assert " -q" not in line
+    assert " -x" not in line
+    # given by the environment: replayed as the option
+    monkeypatch.setenv("MPFAULT_INSTRUMENT", "1")
+    monkeypatch.setenv("MPFAULT_SHOW", "helpers:shown")
+    line = replay_command("t.py::test_a", 7, settings=settings, args=[])
+    assert line.split().count("--mpfault-instrument") == 1
+    assert "--mpfault-show=helpers:shown" in line

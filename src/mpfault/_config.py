@@ -83,6 +83,18 @@ HELP = {
         "takes the faults (--mpfault) and is stopped at teardown"
     ),
     "report": "Write an HTML timeline of every failing test that used mpfault into DIR",
+    "key": (
+        "Identity of the items of every queue the tests make or instrument, for the loss "
+        "and duplicate checks: 'module:function' (item -> str), or 'GLOB=module:function' "
+        "entries by queue name, comma-separated, the first match wins; a marker's key= "
+        "replaces it"
+    ),
+    "show": (
+        "How the items of every queue the tests make or instrument are shown (history, "
+        "reports, fault messages): 'module:function' (item -> str), or "
+        "'GLOB=module:function' entries by queue name, comma-separated, the first match "
+        "wins; a marker's show= replaces it"
+    ),
 }
 
 MARKER_HELP = (
@@ -101,6 +113,8 @@ ENV = {
     "deadline": "MPFAULT_DEADLINE",
     "tmpdir": TMPDIR_ENV,
     "instrument": "MPFAULT_INSTRUMENT",
+    "key": "MPFAULT_KEY",
+    "show": "MPFAULT_SHOW",
 }
 
 DEFAULT_DEADLINE = 60.0
@@ -227,6 +241,41 @@ def _formatter_rules(value: Any, where: str) -> None:
         raise _usage(str(e)) from None
 
 
+def _imported_rules(value: Any, where: str) -> Any:
+    """A ``key``/``show`` setting given as text (option, ini, env): ``module:function``,
+    or ``GLOB=module:function`` entries (comma- or line-separated), imported and checked.
+    One entry without a glob is the callable itself; several are ``{glob: callable}``."""
+    import importlib
+
+    text = value if isinstance(value, str) else ",".join(value)
+    entries = [e.strip() for e in text.replace("\n", ",").split(",") if e.strip()]
+    if not entries:
+        return None
+    rules: dict[str, Any] = {}
+    for entry in entries:
+        glob, sep, target = entry.rpartition("=")
+        glob = glob.strip() if sep else "*"
+        target = target.strip()
+        mod_name, colon, attr = target.partition(":")
+        if not colon or not mod_name or not attr:
+            raise _usage(f"{where}: {entry!r} is not 'module:function' or 'GLOB=module:function'")
+        try:
+            obj: Any = importlib.import_module(mod_name)
+        except Exception as e:  # ImportError, or the module's own error
+            raise _usage(f"{where}: cannot import {mod_name!r} ({type(e).__name__}: {e})") from None
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise _usage(f"{where}: module {mod_name!r} has no {attr!r}") from None
+        if glob in rules:
+            raise _usage(f"{where}: the queue name glob {glob!r} is given twice")
+        rules[glob] = obj
+    out: Any = rules["*"] if list(rules) == ["*"] else rules
+    _formatter_rules(out, where)
+    return out
+
+
 def _bool(value: Any, where: str) -> bool:
     """An on/off setting: 1/true/yes/on or 0/false/no/off (empty: off)."""
     if isinstance(value, bool):
@@ -327,7 +376,17 @@ def resolve(config: pytest.Config, marker: pytest.Mark | None, nodeid: str) -> S
         instrument = _bool(env[ENV["instrument"]], f"env {ENV['instrument']}")
     if config.getoption("mpfault_instrument", None):
         instrument = True
+    # key= and show= (the highest source that is set wins; a marker's replaces it)
     formats: dict[str, Any] = {}
+    for arg in ("key", "show"):
+        ini_v = config.getini(f"mpfault_{arg}")
+        if ini_v:
+            formats[arg] = _imported_rules(ini_v, f"ini mpfault_{arg}")
+        if env.get(ENV[arg]):
+            formats[arg] = _imported_rules(env[ENV[arg]], f"env {ENV[arg]}")
+        opt_v = config.getoption(f"mpfault_{arg}", None)
+        if opt_v:
+            formats[arg] = _imported_rules(opt_v, f"--mpfault-{arg}")
     if marker is not None:
         where = f"@pytest.mark.mpfault on {nodeid}" if nodeid else "@pytest.mark.mpfault"
         kw = dict(marker.kwargs)

@@ -170,8 +170,10 @@ def replay_command(
         "--mpfault-tmpdir",
         "--mpfault-start-methods",
         "--mpfault-seed",
+        "--mpfault-key",
+        "--mpfault-show",
     }
-    keep_flag = {"--runxfail", "--noconftest", "-s", "--capture=no"}
+    keep_flag = {"--runxfail", "--noconftest", "-s", "--capture=no", "--mpfault-instrument"}
     drop = {"--mpfault-start-methods", "--mpfault-seed"}  # replaced below
     kept: list[str] = []
     seen: set[str] = set()
@@ -187,6 +189,7 @@ def replay_command(
             seen.add(name)
         elif a in keep_flag:
             kept.append(a)
+            seen.add(a)
     parts = [_python(), "-m", "pytest", shlex.quote(nodeid), f"--mpfault-seed={seed}"]
     if start_method:
         parts.append(f"--mpfault-start-methods={start_method}")
@@ -194,9 +197,21 @@ def replay_command(
         src = getattr(settings, "faults_source", "")
         if src == "env MPFAULT" and "--mpfault" not in seen:
             parts += [shlex.quote(f"--mpfault={f}") for f in settings.faults]
-        env_deadline = os.environ.get("MPFAULT_DEADLINE")
-        if env_deadline and "--mpfault-deadline" not in seen:
-            parts.append(shlex.quote(f"--mpfault-deadline={env_deadline}"))
+        # what the environment gave, as the options that give it
+        for var, option in (
+            ("MPFAULT_DEADLINE", "--mpfault-deadline"),
+            ("MPFAULT_KEY", "--mpfault-key"),
+            ("MPFAULT_SHOW", "--mpfault-show"),
+        ):
+            value = os.environ.get(var)
+            if value and option not in seen:
+                parts.append(shlex.quote(f"{option}={value}"))
+        if (
+            os.environ.get("MPFAULT_INSTRUMENT")
+            and getattr(settings, "instrument", False)
+            and "--mpfault-instrument" not in seen
+        ):
+            parts.append("--mpfault-instrument")
     parts += [shlex.quote(a) for a in kept]
     return " ".join(parts)
 

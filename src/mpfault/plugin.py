@@ -63,6 +63,13 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     )
     group.addoption("--mpfault-tmpdir", dest="mpfault_tmpdir", metavar="DIR", help=HELP["tmpdir"])
     group.addoption("--mpfault-report", dest="mpfault_report", metavar="DIR", help=HELP["report"])
+    for arg in ("key", "show"):
+        group.addoption(
+            f"--mpfault-{arg}",
+            dest=f"mpfault_{arg}",
+            metavar="[GLOB=]MODULE:FUNCTION,...",
+            help=HELP[arg],
+        )
     group.addoption(
         "--mpfault-instrument",
         dest="mpfault_instrument",
@@ -77,6 +84,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     parser.addini("mpfault_timeout_tolerance", HELP["timeout_tolerance"], default="")
     parser.addini("mpfault_tmpdir", HELP["tmpdir"], default="")
     parser.addini("mpfault_instrument", HELP["instrument"], default="")
+    parser.addini("mpfault_key", HELP["key"], type="linelist", default=[])
+    parser.addini("mpfault_show", HELP["show"], type="linelist", default=[])
 
 
 @pytest.hookimpl(tryfirst=True)

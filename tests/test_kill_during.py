@@ -204,6 +204,15 @@ def test_feeder_wedged_by_a_dead_writer(mpfault):
         with pytest.raises(ChildError, match="SIGKILL"):
             c.result(timeout=60)
         q.put(2)  # this process's feeder waits for the write lock c1 died holding
+
+
+def test_wrapped_feeder_wedged_by_a_dead_writer(mpfault):
+    raw = mpfault.ctx.Queue()  # the user's queue, wrapped
+    q = mpfault.wrap(raw, faults=["put@c1:kill(during)"])
+    c = mpfault.spawn(put_one, q, name="c1")
+    with pytest.raises(ChildError, match="SIGKILL"):
+        c.result(timeout=60)
+    raw.put(2)
 """
 
 
@@ -212,10 +221,11 @@ def test_a_feeder_wedged_by_a_killed_writer_does_not_hold_pytests_exit(
 ) -> None:
     """multiprocessing joins every queue's feeder thread at exit, with no bound; one
     waiting for a write lock that died with a process never ends.  The queues made
-    while instrumented are let go (``cancel_join_thread()``) when instrumentation ends."""
+    while instrumented are let go (``cancel_join_thread()``) when instrumentation ends,
+    and a wrapped queue of the user's when a dead process holds its write lock."""
     pytester.makepyfile(WEDGED_FEEDER)
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--mpfault-tmpdir={pytester.path}", timeout=120
     )
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=6)
     assert [p for p in pytester.path.iterdir() if p.name.startswith("mpf-")] == []

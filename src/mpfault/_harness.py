@@ -853,12 +853,35 @@ class Harness:
     def _release_queues(self) -> None:
         for fq in self.queues:
             q = fq.wrapped
+            if id(fq) not in self._owned:
+                # the user's queue, wrapped: left as it is, unless a dead process holds
+                # its write lock (kill(during) on a put): a feeder of this process then
+                # never ends, and multiprocessing joins it at exit with no bound
+                if _write_lock_held(q):
+                    with contextlib.suppress(Exception):
+                        q.cancel_join_thread()
+                continue
             # a queue the test process put into must not block pytest's exit (row 25)
             for meth in ("cancel_join_thread", "close"):
                 f = getattr(q, meth, None)
-                if f is not None and id(fq) in self._owned:
+                if f is not None:
                     with contextlib.suppress(Exception):
                         f()
+
+
+def _write_lock_held(q: Any) -> bool:
+    """Whether a ``multiprocessing.Queue``'s write lock is held now (the children are
+    gone by then: by one that died holding it)."""
+    lock = getattr(q, "_wlock", None)
+    if lock is None or not hasattr(q, "cancel_join_thread"):
+        return False
+    try:
+        if lock.acquire(False):
+            lock.release()
+            return False
+    except Exception:
+        return False
+    return True
 
 
 def _rules(value: Any, where: str) -> Any:

@@ -375,3 +375,69 @@ def test_the_guides_programs_without_mpfault(tmp_path: Path) -> None:
     finally:
         server.kill()
         server.wait(10)
+
+
+# -- key= and show= at the server ------------------------------------------------------------
+
+
+def shown_as(item: object) -> str:
+    return f"item:{item}"
+
+
+def keyed_by_tens(item: object) -> str:
+    return str(int(item) // 10)  # type: ignore[call-overload]
+
+
+def test_a_served_queue_takes_key_and_show(tmp_path: Path) -> None:
+    from mpfault import Harness, HistoryError
+
+    with Harness(start_method="fork", tmpdir=str(tmp_path), deadline=30) as h:
+        served = h.serve(show=shown_as, key=keyed_by_tens)
+        q = served.client()
+        for x in (11, 12, 25):
+            q.put(x)
+        assert q.get(timeout=10) == 11
+        hist = h.history
+        assert [e.item for e in hist.ops("put")] == ["item:11", "item:12", "item:25"]
+        assert [e.result for e in hist.ops("get")] == ["item:11"]
+        # 11 and 12 share a key: one got, one lost, and 25 lost
+        with pytest.raises(HistoryError) as err:
+            hist.assert_no_loss()
+        assert "item:25" in str(err.value)
+        assert len(hist.lost()) == 2
+
+
+def test_the_harness_rules_reach_served_queues(tmp_path: Path) -> None:
+    from mpfault import Harness
+
+    with Harness(start_method="fork", tmpdir=str(tmp_path), show={"s*": shown_as}) as h:
+        q = h.serve().client()
+        q.put(1)
+        assert [e.item for e in h.history.ops("put")] == ["item:1"]
+        other = h.serve(name="plain").client()
+        other.put(1)
+        assert [e.item for e in h.history.ops("put", queue="plain")] == ["1"]
+
+
+def test_formatters_the_server_cannot_load_leave_the_defaults_and_a_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    import sys
+
+    from mpfault import Harness
+
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    (mods / "gone_formatters.py").write_text("def show(item):\n    return 'never'\n")
+    monkeypatch.syspath_prepend(str(mods))
+    gone = importlib.import_module("gone_formatters")
+    # imported here (and so picklable), but the server, a fresh interpreter, cannot
+    (mods / "gone_formatters.py").unlink()
+    monkeypatch.setitem(sys.modules, "gone_formatters", gone)
+    with Harness(start_method="fork", tmpdir=str(tmp_path), deadline=30) as h:
+        q = h.serve(show=gone.show).client()
+        q.put(7)
+        assert [e.item for e in h.history.ops("put")] == ["7"]
+        (note,) = h.history.notes()
+        assert "key/show could not be loaded in the server (ModuleNotFoundError" in note

@@ -674,13 +674,17 @@ class Harness:
         name: str | None = None,
         faults: Iterable[Any] = (),
         allow_remote: bool = False,
+        key: Formatter | None = None,
+        show: Formatter | None = None,
     ) -> Served:
         """Serve a queue to independently started programs through a manager server;
         return its :class:`mpfault.Served` (``address, authkey = h.serve()``).
 
         ``faults``: queue faults (applied at the server, selected by the client's name)
         and ``net`` faults (applied in a proxy); ``allow_remote``: listen on an address
-        that is not loopback.  See :mod:`mpfault._serve`."""
+        that is not loopback; ``key``/``show``: as for :meth:`queue` (module-level
+        functions: they run in the server, which imports them).  See
+        :mod:`mpfault._serve`."""
         from . import _serve
 
         return _serve.serve(
@@ -692,6 +696,8 @@ class Harness:
             name=name,
             faults=faults,
             allow_remote=allow_remote,
+            key=key,
+            show=show,
         )
 
     def program(

@@ -261,6 +261,8 @@ def serve(
     name: str | None = None,
     faults: Iterable[Any] = (),
     allow_remote: bool = False,
+    key: Any = None,
+    show: Any = None,
 ) -> Served:
     """``Harness.serve``: start a served queue (see :class:`Served`)."""
     harness = parts.harness
@@ -296,6 +298,7 @@ def serve(
                     f"{where}: fault '{f}' cannot fire at a server (a program's exit code "
                     "is its own): use kill"
                 )
+    key, show = harness._formatters(name, key, show, "serve")
     cfg = _served.ServeConfig(
         name,
         kind,
@@ -304,6 +307,7 @@ def serve(
         st.authkey if authkey is None else authkey,
         harness.run,
         plan,
+        formatters=_served.pickle_formatters(key, show),
     )
     served = _start_server(harness, cfg, net)
     st.served.append(served)

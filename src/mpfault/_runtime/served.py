@@ -70,6 +70,7 @@ class ServeConfig:
         authkey: bytes,
         run: _st.RunInfo,
         faults: list[Any],
+        formatters: bytes = b"",
     ) -> None:
         self.name = name
         self.kind = kind
@@ -79,6 +80,43 @@ class ServeConfig:
         self.run = run
         #: the plan (``Fault`` objects; those of op ``net`` apply in the proxy)
         self.faults = faults
+        #: ``key`` and ``show`` (see :func:`pickle_formatters`), loaded by the server
+        self.formatters = formatters
+
+
+def pickle_formatters(key: Any, show: Any) -> bytes:
+    """``key``/``show`` for the server: pickled apart from the config, with the test
+    process's ``sys.path`` (the server imports their modules from there), so that one
+    that does not load leaves the defaults and a note, not a server that cannot start."""
+    if key is None and show is None:
+        return b""
+    import pickle
+    import sys
+
+    return pickle.dumps((list(sys.path), pickle.dumps((key, show))))
+
+
+def load_formatters(data: bytes) -> tuple[Any, Any, str]:
+    """``(key, show, why not)`` from :func:`pickle_formatters`'s bytes."""
+    if not data:
+        return None, None, ""
+    import pickle
+    import sys
+
+    path, inner = pickle.loads(data)
+    sys.path.extend(p for p in path if p not in sys.path)
+    try:
+        key, show = pickle.loads(inner)
+    except Exception as e:
+        return (
+            None,
+            None,
+            (
+                f"key/show could not be loaded in the server ({type(e).__name__}: {e}); "
+                "default key and repr used"
+            ),
+        )
+    return key, show, ""
 
 
 # -- clients ------------------------------------------------------------------------------
@@ -125,17 +163,26 @@ class _ClientQueue(FaultQueue):
     """The served queue as one client sees it: recorded in the client's history."""
 
     def __init__(
-        self, q: Any, plan: list[Any], name: str, cstate: _ClientState, specs: list[str]
+        self,
+        q: Any,
+        plan: list[Any],
+        name: str,
+        cstate: _ClientState,
+        specs: list[str],
+        formats: tuple[Any, Any, str] = (None, None, ""),
     ) -> None:
         self._cstate = cstate
         self._specs = specs
-        super().__init__(q, plan, name, cstate.run)
+        self._load_error = formats[2]
+        super().__init__(q, plan, name, cstate.run, key=formats[0], show=formats[1])
 
     def _state(self) -> _st.ProcessState:
         st = self._cstate
         if not st.plan_marked:
             st.plan_marked = True
             st.recorder.mark("plan", self._name, json.dumps(self._specs))
+            if self._load_error:
+                st.recorder.mark("note", self._name, self._load_error)
         return st
 
 
@@ -176,6 +223,8 @@ class _Server(Server):
         self.queue = cls(cfg.maxsize)
         self.dispatch = _dispatcher(ops)(self)
         self.specs = [str(f) for f in cfg.faults]
+        #: key, show and why they could not be loaded ("" when they could, or none)
+        self.formats = load_formatters(cfg.formatters)
         #: the network faults, by plan index
         self.net = [(i, as_net(f)) for i, f in enumerate(cfg.faults) if f.op == "net"]
         self._tls = threading.local()
@@ -203,7 +252,9 @@ class _Server(Server):
                     filename=f"served-{os.getpid()}-{next(self._files)}.ev",
                 )
                 st = _ClientState(run, name, pid, rec)
-                fq = _ClientQueue(self.queue, list(self.cfg.faults), self.cfg.name, st, self.specs)
+                fq = _ClientQueue(
+                    self.queue, list(self.cfg.faults), self.cfg.name, st, self.specs, self.formats
+                )
                 c = _Client(name, pid, fq, st)
                 self._clients[(name, pid)] = c
             return c

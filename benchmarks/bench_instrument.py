@@ -83,18 +83,19 @@ def queue_1to1(ctx: Any, n: int) -> None:
     assert got == n
 
 
-def _cpu() -> float:
-    """CPU seconds of this process and its reaped children."""
+def _cpu() -> tuple[float, float]:
+    """CPU seconds of this process, and of this process and its reaped children."""
     me = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    mine = me.ru_utime + me.ru_stime
+    return mine, mine + kids.ru_utime + kids.ru_stime
 
 
 def timed(
     fn: Callable[[Any, int], None], ctx: Any, n: int, instrument: bool, method: str
-) -> tuple[float, float, float]:
-    """Items per second of one run, CPU microseconds per item, worker-handler turns
-    per item (Pool only)."""
+) -> tuple[float, float, float, float]:
+    """Items per second of one run, CPU microseconds per item (all processes), worker-
+    handler turns per item (Pool only), CPU microseconds per item of this process."""
     TURNS[0] = 0
     if instrument:
         with mpfault.Harness(start_method=method, instrument=True, deadline=None):
@@ -102,14 +103,15 @@ def timed(
             t0 = time.perf_counter()
             fn(ctx, n)
             dt = time.perf_counter() - t0
-            cpu = _cpu() - c0
+            c1 = _cpu()
     else:
         c0 = _cpu()
         t0 = time.perf_counter()
         fn(ctx, n)
         dt = time.perf_counter() - t0
-        cpu = _cpu() - c0
-    return n / dt, cpu / n * 1e6, TURNS[0] / n
+        c1 = _cpu()
+    cpu, mine = c1[1] - c0[1], c1[0] - c0[0]
+    return n / dt, cpu / n * 1e6, TURNS[0] / n, mine / n * 1e6
 
 
 def main() -> None:
@@ -130,7 +132,7 @@ def main() -> None:
         n = max(1, int(n * args.scale))
         timed(fn, ctx, max(1, n // 10), False, args.start_method)  # warm up
         ratios, plain, inst, cpu_plain, cpu_inst = [], [], [], [], []
-        turns_plain, turns_inst = [], []
+        turns_plain, turns_inst, mine_plain, mine_inst = [], [], [], []
         for r in range(args.rounds):
             order = (False, True) if r % 2 == 0 else (True, False)
             got = {i: timed(fn, ctx, n, i, args.start_method) for i in order}
@@ -141,12 +143,16 @@ def main() -> None:
             cpu_inst.append(got[True][1])
             turns_plain.append(got[False][2])
             turns_inst.append(got[True][2])
+            mine_plain.append(got[False][3])
+            mine_inst.append(got[True][3])
         cp, ci = statistics.median(cpu_plain), statistics.median(cpu_inst)
         print(
             f"{title:<28} plain {statistics.median(plain):>9.0f}/s  instrumented "
             f"{statistics.median(inst):>9.0f}/s  ratio {statistics.median(ratios):.3f}x "
             f"(pairs {min(ratios):.3f}..{max(ratios):.3f}; best of each "
-            f"{max(inst) / max(plain):.3f}x)  CPU/item {cp:.1f} -> {ci:.1f} us ({cp / ci:.3f}x)"
+            f"{max(inst) / max(plain):.3f}x)  CPU/item {cp:.1f} -> {ci:.1f} us ({cp / ci:.3f}x; "
+            f"this process {statistics.median(mine_plain):.1f} -> "
+            f"{statistics.median(mine_inst):.1f})"
         )
         if any(turns_plain):
             print(

@@ -115,6 +115,10 @@ def test_no_run_directory_left(pytester: pytest.Pytester, test: str) -> None:
     _leaves_no_run_dir(pytester, str(tmp))
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_blocked_pytest(pytester: pytest.Pytester, tmp: str) -> subprocess.Popen[bytes]:
     pytester.makepyfile(
         test_sig=TARGETS
@@ -133,6 +137,9 @@ def test_blocks(mpfault):
         env=dict(os.environ, MPFAULT_TMPDIR=tmp),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # a run started in the background by a shell inherits SIGINT ignored (and Python
+        # then keeps ignoring it): the interrupted run is one whose SIGINT does something
+        preexec_fn=_default_sigint,
     )
     assert proc.stdout is not None
     seen = read_until(proc.stdout, b"READY")

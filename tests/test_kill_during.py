@@ -141,6 +141,11 @@ def test_pool_map(mpfault):
         with open(os.environ["POOL_PIDS"], "a") as f:
             f.write(json.dumps([p.pid for p in pool._pool]) + "\n")
         pool.map(square, range(8), chunksize=1)  # the read lock died with a worker
+    # not reached when the fault works: what happened instead, for the outer test
+    h = mpfault.history
+    ops = [f"{e.process} {e.op}#{e.seq} {e.outcome} fault={e.fault}" for e in h.events]
+    marks = [f"{m.process} {m.kind} {m.detail}" for m in h.marks]
+    pytest.fail("UNEXPECTED map() returned:\n" + "\n".join(ops[:60] + marks[:40]))
 """
 
 
@@ -160,6 +165,7 @@ def test_pool_worker_killed_idle_in_get_wedges_map_until_the_deadline(
     elapsed = time.monotonic() - t0
     result.assert_outcomes(failed=3)
     out = result.stdout.str()
+    assert "UNEXPECTED" not in out, out[-10000:]
     assert out.count("Hang: a blocking call in the test's main thread") >= 3
     died = re.findall(
         r"PoolWorker-\d+ \(pid \d+\) was killed by SIGKILL while in get\(\) on "

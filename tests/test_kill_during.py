@@ -137,10 +137,12 @@ def square(x):
 
 @pytest.mark.mpfault("get@*PoolWorker-*#1:kill(during)", instrument=True, deadline=4)
 def test_pool_map(mpfault):
-    with mpfault.ctx.Pool(2) as pool:
+    try:
+        with mpfault.ctx.Pool(2) as pool:
+            pool.map(square, range(8), chunksize=1)  # the read lock died with a worker
+    finally:  # every worker the pool started, replacements included (all adopted)
         with open(os.environ["POOL_PIDS"], "a") as f:
-            f.write(json.dumps([p.pid for p in pool._pool]) + "\n")
-        pool.map(square, range(8), chunksize=1)  # the read lock died with a worker
+            f.write(json.dumps([c.pid for c in mpfault.children if c.adopted]) + "\n")
     # not reached when the fault works: what happened instead, for the outer test
     h = mpfault.history
     ops = [f"{e.process} {e.op}#{e.seq} {e.outcome} fault={e.fault}" for e in h.events]
@@ -189,8 +191,10 @@ def test_pool_worker_killed_idle_in_get_wedges_map_until_the_deadline(
     assert "instrument.py" not in stacks
     assert elapsed >= 3 * 4 - 1  # each waited for its deadline
     assert [p for p in pytester.path.iterdir() if p.name.startswith("mpf-")] == []
-    workers = [pid for line in pids.read_text().splitlines() for pid in json.loads(line)]
-    assert len(workers) == 6
+    lines = [json.loads(line) for line in pids.read_text().splitlines()]
+    assert len(lines) == 3
+    assert all(len(pids) >= 2 for pids in lines), lines
+    workers = [pid for pids in lines for pid in pids]
     assert wait_gone(workers, 10) == [], "pool workers outlived the test"
 
 

@@ -257,6 +257,120 @@ def test_thread_timeout_prints_stacks_when_the_deadline_cannot_interrupt(
     assert wait_gone(found, 10) == [], "children outlived the test"
 
 
+SLOW_REPORT_CONFTEST = """
+import threading
+
+import pytest
+
+
+def pytest_mpfault_report_sections(harness, item, report):
+    # a report hook that is still busy when pytest-timeout's signal fires (a gate that
+    # never opens: the SIGALRM handler's pytest.fail ends the wait)
+    threading.Event().wait()
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_runtest_makereport(item, call):
+    if call.when == "setup" and "slow_setup_report" in item.name:
+        threading.Event().wait()  # inside pytest's own report-making, below mpfault's
+    return (yield)
+"""
+
+SLOW_REPORT_TESTS = """
+import pytest
+
+
+@pytest.mark.timeout(3, method="signal")
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_failure_report(mpfault):
+    mpfault.queue().put(1)
+    assert 1 == 2, "failing on purpose"
+
+
+@pytest.mark.timeout(3, method="signal")
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_slow_setup_report(mpfault):
+    pass
+
+
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_after(mpfault):
+    pass
+"""
+
+
+def test_pytest_timeout_firing_while_the_report_is_written_fails_the_test(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-timeout's signal fires in mpfault's report hooks: the test fails with its
+    own failure and a note, the session goes on (no INTERNALERROR, nothing lost)."""
+    pytester.makeconftest(SLOW_REPORT_CONFTEST)
+    pytester.makepyfile(test_slow_report=SLOW_REPORT_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", timeout=120)
+    out = result.stdout.str() + result.stderr.str()
+    assert "INTERNALERROR" not in out, out
+    result.assert_outcomes(failed=1, errors=1, passed=1)
+    assert "AssertionError: failing on purpose" in out
+    assert (
+        "Timeout (>3.0s) from pytest-timeout. It fired while the report of this test's call "
+        "was being written: the mpfault section may be missing or cut short." in out
+    )
+    assert (
+        "Timeout (>3.0s) from pytest-timeout. It fired while the report of this test's setup "
+        "was being written" in out
+    )
+    assert re.search(r"ERROR test_slow_report.py::test_slow_setup_report\[fork\]", out), out
+    assert re.search(r"PASSED test_slow_report.py::test_after\[fork\]", out), out
+
+
+LOAD_ORDER_CONFTEST = """
+import sys
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    loaded = "mpfault._pytest_report" in sys.modules
+    print(f"LOADED {item.name} {loaded}")
+"""
+
+LOAD_ORDER_TESTS = """
+import pytest
+
+
+def test_plain():
+    pass
+
+
+@pytest.mark.timeout(30)
+def test_timed_plain():
+    pass
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_timed(mpfault):
+    pass
+"""
+
+
+def test_the_report_loads_before_pytest_timeouts_timer_and_only_for_mpfault_tests(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under pytest-timeout the harness and report modules load before its timer starts
+    (compiling them on a loaded machine took most of a 2 s timeout); a session whose
+    tests do not use mpfault loads neither."""
+    pytester.makeconftest(LOAD_ORDER_CONFTEST)
+    pytester.makepyfile(test_load_order=LOAD_ORDER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-s", timeout=120)
+    result.assert_outcomes(passed=3)
+    out = result.stdout.str()
+    assert "LOADED test_plain False" in out
+    assert "LOADED test_timed_plain False" in out
+    assert "LOADED test_timed[fork] True" in out
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_no_process_left_after_pytest_is_sigkilled(pytester: pytest.Pytester, method: str) -> None:
     pytester.makepyfile(

@@ -184,12 +184,15 @@ class Harness:
         """A harness for one test from its resolved settings (what the fixture makes).
 
         ``seed`` is the test's seed; ``timeout`` the test's own timeout (pytest-timeout),
-        if any: the deadline then ends a second (or a fifth) before it, so that mpfault's
-        :class:`Hang`, with every child's stack, fires first.
+        if any: the deadline then ends a second (or, under 2 s, half of it) before it, so
+        that mpfault's :class:`Hang`, with every child's stack, fires first.
         """
         deadline = settings.deadline
         if timeout is not None:
-            cap = round(max(timeout - 1.0, timeout * 0.8), 3)
+            # a second before it (half of it, for a timeout under 2 s): what follows the
+            # Hang (its report, the teardown) has that long before pytest-timeout fires;
+            # on a loaded machine 0.4 s (a fifth of a 2 s timeout) was not enough
+            cap = round(max(timeout - 1.0, timeout * 0.5), 3)
             deadline = cap if deadline is None else min(deadline, cap)
         return cls(
             start_method or settings.start_methods[0],

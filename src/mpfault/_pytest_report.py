@@ -25,7 +25,7 @@ def stack_timer(item: pytest.Item, timeout: float) -> threading.Timer:
     right before, closes the harness (``os._exit`` runs no teardown: no child, no run
     directory would be cleaned up).
 
-    It fires after mpfault's deadline (kept at ``max(timeout - 1, 0.8 * timeout)``),
+    It fires after mpfault's deadline (kept at ``max(timeout - 1, timeout / 2)``),
     which ends a blocking call of the main thread with a :class:`Hang` first; the
     timer is what is left when even that could not end the test (a call signals do
     not interrupt, a teardown that outlasts the timeout)."""

@@ -123,6 +123,11 @@ class _TimeoutHooks:
     def pytest_timeout_set_timer(self, item: pytest.Item, settings: Any) -> Any:
         timeout = float(getattr(settings, "timeout", 0) or 0)
         method = str(getattr(settings, "method", ""))
+        if timeout > 0 and _uses_mpfault(item):
+            # the harness and the report load now, before the timer starts: compiled on
+            # a loaded machine (no bytecode cache: assertion rewriting, or
+            # PYTHONDONTWRITEBYTECODE) they took most of a 2 s timeout
+            from . import _pytest_report  # noqa: F401
         if timeout > 0:
             item.stash[TIMEOUT_KEY] = (timeout, method)
             item.stash[_config.TIMEOUT_START_KEY] = time.monotonic()
@@ -272,15 +277,61 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
             harness.stop_watching()
 
 
+def _uses_mpfault(item: pytest.Item) -> bool:
+    """Whether ``item`` gets a harness (the fixture, or instrumentation without it)."""
+    return "mpfault" in getattr(item, "fixturenames", ()) or _wants_instrument(item)
+
+
+def _timeout_fired(exc: BaseException) -> bool:
+    """Whether ``exc`` is pytest-timeout's ``signal`` method firing (``pytest.fail``
+    raised from its SIGALRM handler, wherever the main thread was)."""
+    return isinstance(exc, pytest.fail.Exception) and str(exc.msg).startswith("Timeout (")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     harness = item.stash.get(HARNESS_KEY, None)
     if harness is None:
         return (yield)
-    from ._pytest_report import add_failure_sections, add_output_sections
+    # pytest-timeout's signal may fire while the report is being written (a loaded
+    # machine, a slow report hook): what it raises there would end the session in an
+    # INTERNALERROR and lose the test's report; it fails this report instead
+    fired: list[str] = []
+    try:
+        from ._pytest_report import add_failure_sections, add_output_sections
 
-    add_output_sections(item, call, harness)
-    report: pytest.TestReport = yield
-    if report.failed and call.when in ("call", "setup"):
-        add_failure_sections(item, report, harness)
+        add_output_sections(item, call, harness)
+    except pytest.fail.Exception as e:
+        if not _timeout_fired(e):
+            raise
+        fired.append(str(e.msg))
+    try:
+        report: pytest.TestReport = yield
+    except pytest.fail.Exception as e:
+        if not _timeout_fired(e):
+            raise
+        fired.append(str(e.msg))
+        report = pytest.TestReport.from_item_and_call(item, call)
+    if report.failed and call.when in ("call", "setup") and not fired:
+        try:
+            add_failure_sections(item, report, harness)
+        except pytest.fail.Exception as e:
+            if not _timeout_fired(e):
+                raise
+            fired.append(str(e.msg))
+    if fired:
+        _timed_out_in_report(report, fired[0])
     return report
+
+
+def _timed_out_in_report(report: pytest.TestReport, message: str) -> None:
+    """Fail ``report``: pytest-timeout fired (``message``) while it was being written."""
+    note = (
+        f"{message} It fired while the report of this test's {report.when} was being "
+        "written: the mpfault section may be missing or cut short."
+    )
+    if report.passed or report.longrepr is None:
+        report.longrepr = note
+    else:
+        report.sections.append(("mpfault", note))
+    report.outcome = "failed"

@@ -323,6 +323,54 @@ def test_pytest_timeout_firing_while_the_report_is_written_fails_the_test(
     assert re.search(r"PASSED test_slow_report.py::test_after\[fork\]", out), out
 
 
+DEAF_CHILD_TESTS = """
+import os, signal, threading
+import pytest
+
+PIDFILE = os.path.join(os.path.dirname(__file__), "pid")
+
+
+def deaf(ready):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # teardown's SIGTERM does nothing
+    ready.put(os.getpid())
+    threading.Event().wait()
+
+
+@pytest.mark.timeout(3, method="signal")
+@pytest.mark.mpfault(start_methods=["fork"])
+def test_deaf_child(mpfault):
+    ready = mpfault.queue()
+    mpfault.spawn(deaf, ready)
+    with open(PIDFILE, "w") as f:
+        f.write(str(ready.get(timeout=30)))
+
+
+def test_after():
+    # the same session: the parent-death watchdog cannot have ended the child yet
+    pid = int(open(PIDFILE).read())
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state == "gone", f"the child (pid {pid}, state {state}) outlived its teardown"
+"""
+
+
+def test_pytest_timeout_firing_in_the_teardown_waits_for_the_cleanup(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-timeout's signal fires while the teardown waits out a child's grace (it
+    ignores SIGTERM): the teardown still kills and reaps it, then the timeout fails it."""
+    pytester.makeini("[pytest]\nmpfault_grace = 6\n")
+    pytester.makepyfile(test_deaf=DEAF_CHILD_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA", timeout=120)
+    out = result.stdout.str()
+    result.assert_outcomes(passed=2, errors=1)
+    assert re.search(r"ERROR test_deaf.py::test_deaf_child\[fork\] - Failed: Timeout", out), out
+    assert re.search(r"PASSED test_deaf.py::test_after", out), out
+
+
 LOAD_ORDER_CONFTEST = """
 import sys
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-__all__ = ["SIGNAL", "Watchdog", "bounded"]
+__all__ = ["SIGNAL", "Watchdog", "alarm_deferred", "bounded"]
 
 #: the signal the watchdog sends to the main thread
 SIGNAL: int = int(signal.SIGRTMIN) + 5  # type: ignore[attr-defined,unused-ignore]
@@ -197,3 +197,34 @@ def bounded(seconds: float, make_error: Callable[[], BaseException]) -> Iterator
         yield w
     finally:
         w.disarm()
+
+
+@contextlib.contextmanager
+def alarm_deferred() -> Iterator[None]:
+    """Hold SIGALRM (pytest-timeout's ``signal`` method) back until the block ends.
+
+    For a bounded cleanup (the harness's teardown: every wait in it has a bound) that
+    must not be cut in half: pytest-timeout's ``pytest.fail`` raised in the middle of it
+    left children unreaped.  A SIGALRM that comes meanwhile is kept, and its handler
+    runs when the block ends, as if the signal had just come.  Only in the main thread
+    (where Python runs signal handlers), and only over a Python handler.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGALRM)
+    if not callable(previous):
+        yield
+        return
+    came: list[tuple[int, FrameType | None]] = []
+
+    def keep(signum: int, frame: FrameType | None) -> None:
+        came.append((signum, frame))
+
+    signal.signal(signal.SIGALRM, keep)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+        if came:
+            previous(*came[0])

@@ -830,6 +830,12 @@ class Harness:
             return []
         self._closed = True
         self.stop_watching()
+        # pytest-timeout firing now would cut the cleanup short (children left unreaped):
+        # it fires when the cleanup, whose every wait is bounded, is done
+        with _deadline.alarm_deferred():
+            return self._close()
+
+    def _close(self) -> list[str]:
         problems: list[str] = []
         try:
             if self._instr is not None:

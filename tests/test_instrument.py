@@ -115,6 +115,45 @@ def test_objects_stay_what_they_are(mpfault: Harness) -> None:
     mpfault.history.assert_no_loss()
 
 
+def pipe_bindings(q: Any, sq: Any) -> list[bool]:
+    """Whether the bound methods of their pipes that the queues keep are the plain
+    functions (the patched descriptors' ``__wrapped__``)."""
+    base = multiprocessing.connection._ConnectionBase.__dict__
+    kept = [(q, "_send_bytes", "send_bytes"), (q, "_recv_bytes", "recv_bytes")]
+    kept += [(q, "_poll", "poll"), (sq, "_poll", "poll")]
+    return [getattr(o, a).__func__ is getattr(base[op], "__wrapped__", None) for o, a, op in kept]
+
+
+def check_pipes_then_echo(q: Any, sq: Any) -> None:
+    sq.put(pipe_bindings(q, sq))  # after a fork, or unpickled
+    item = q.get(timeout=30)
+    sq._writer.send(item)  # the queue's pipe used directly: its put
+
+
+def test_a_queues_own_use_of_its_pipe_is_plain(mpfault: Harness) -> None:
+    """The pipe methods a queue keeps bound (``_recv_bytes``...) are the plain ones, in
+    the test process and in children under every start method: the queue's own use of
+    its pipe skips the patched descriptor.  ``send``/``recv`` called on the pipe directly
+    are still the queue's put/get, and nothing else is recorded."""
+    ctx = mpfault.ctx
+    with mpfault.instrument():
+        q = ctx.Queue()
+        sq = ctx.SimpleQueue()
+        assert pipe_bindings(q, sq) == [True] * 4
+        p = ctx.Process(target=check_pipes_then_echo, args=(q, sq))
+        p.start()
+        assert sq.get() == [True] * 4
+        q.put("x")
+        assert sq._reader.recv() == "x"
+        p.join(30)
+        assert p.exitcode == 0
+    assert q._recv_bytes.__func__ is multiprocessing.connection._ConnectionBase.recv_bytes
+    ops = {(e.queue.split("@")[0], e.op) for e in mpfault.history.events}
+    ops.discard(("Queue", "cancel_join_thread"))  # at the end of the session
+    assert ops == {(k, op) for k in ("Queue", "SimpleQueue") for op in ("put", "get")}
+    mpfault.history.assert_no_loss()
+
+
 def test_a_subclass_with_its_own_iter_keeps_working(mpfault: Harness) -> None:
     with mpfault.instrument():
         q = IterQueue(ctx=mpfault.ctx)

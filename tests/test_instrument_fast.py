@@ -23,7 +23,8 @@ needs_c = pytest.mark.skipif(_ins._C is None, reason="the C module is not used h
 #: start methods are the same code there)
 PURE_SUBSET = (
     "objects_stay or subclass_with_its_own_iter or pool_map_is_recorded or restored or "
-    "outlives or pipe_is_recorded or harness_queues or address_match or got_kills"
+    "outlives or pipe_is_recorded or harness_queues or address_match or got_kills or "
+    "own_use_of_its_pipe"
 )
 
 
@@ -55,7 +56,7 @@ def test_instrumentation_in_pure_python(
         f"{PURE_SUBSET} or methods_are_python",
         "tests/test_instrument.py",
     )
-    res.assert_outcomes(passed=10)
+    res.assert_outcomes(passed=11)
 
 
 @needs_c

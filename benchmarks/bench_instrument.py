@@ -15,7 +15,8 @@ from run to run, the CPU they burn much less (but Pool's worker-handler thread s
 results wait unread, ~15 us a turn, and how often depends on timing).  Under forkserver the
 workers are the fork server's children: only this process's CPU is counted there.
 
-Run: ``python benchmarks/bench_instrument.py [--rounds 5] [--start-method fork]``.
+Run: ``python benchmarks/bench_instrument.py [--rounds 5] [--start-method fork]
+[--only pool|executor|queue]``.
 """
 
 from __future__ import annotations
@@ -119,16 +120,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9, help="pairs per workload (default 9)")
     ap.add_argument("--start-method", default="fork")
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the item counts")
+    ap.add_argument(
+        "--only",
+        choices=("pool", "executor", "queue"),
+        action="append",
+        help="run only this workload (repeatable; default: all three)",
+    )
     args = ap.parse_args()
     _count_turns()
     ctx = multiprocessing.get_context(args.start_method)
     work = [
-        ("Pool(2).map, chunksize 1", pool_map, 20_000),
-        ("ProcessPoolExecutor(2).map", executor_map, 5_000),
-        ("Queue 1 -> 1", queue_1to1, 50_000),
+        ("Pool(2).map, chunksize 1", pool_map, 20_000, "pool"),
+        ("ProcessPoolExecutor(2).map", executor_map, 5_000, "executor"),
+        ("Queue 1 -> 1", queue_1to1, 50_000, "queue"),
     ]
+    work = [w for w in work if not args.only or w[3] in args.only]
     print(f"start method {args.start_method}, {args.rounds} pairs per workload")
-    for title, fn, n in work:
+    for title, fn, n, _ in work:
         n = max(1, int(n * args.scale))
         timed(fn, ctx, max(1, n // 10), False, args.start_method)  # warm up
         ratios, plain, inst, cpu_plain, cpu_inst = [], [], [], [], []

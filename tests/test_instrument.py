@@ -5,11 +5,14 @@ Real stdlib code (Pool, ProcessPoolExecutor, plain queues and pipes), every star
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.queues
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ import pytest
 
 from mpfault import Harness
 from mpfault._runtime import instrument as _ins
+from procs import without_coverage
 
 
 def square(x: int) -> int:
@@ -342,3 +346,52 @@ def test_got_kills_after_the_third_item_whatever_the_polling(mpfault: Harness) -
         c.result(timeout=60)
     got = [e.result for e in mpfault.history.ops("get", process="poller", outcome="ok")]
     assert got == ["0", "1", "2"]
+
+
+CHILD_MODULES = """
+import json, multiprocessing, sys
+import mpfault
+
+def child(q):
+    q.put(sorted(sys.modules))
+
+def loaded(ctx):
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    mods = q.get(timeout=120)
+    p.join(60)
+    return set(mods)
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    ctx = multiprocessing.get_context(method)
+    plain = loaded(ctx)
+    with mpfault.Harness(start_method=method, instrument=True, deadline=60):
+        instrumented = loaded(ctx)
+    print(json.dumps(sorted(instrumented - plain)))
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_an_instrumented_child_loads_only_the_runtime(tmp_path: Any, method: str) -> None:
+    """What a spawned child of an instrumented test imports beyond a plain one is the
+    runtime itself: no hashlib, sysconfig, multiprocessing.pool, stack formatting
+    (~15 ms a child together, each child of a test pays it)."""
+    script = tmp_path / "child_modules.py"
+    script.write_text(CHILD_MODULES)
+    out = subprocess.run(
+        [sys.executable, str(script), method],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=without_coverage(),
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    extra = set(json.loads(out.stdout.splitlines()[-1]))
+    runtime = {"mpfault._runtime", "mpfault._runtime._fastrec", "mpfault._runtime.events"}
+    runtime |= {"mpfault._runtime.fqueue", "mpfault._runtime.instrument"}
+    runtime |= {"mpfault._runtime.layout", "mpfault._runtime.state", "mmap"}
+    assert extra - runtime == set(), sorted(extra - runtime)
+    assert method == "forkserver" or "mpfault._runtime.instrument" in extra  # it did run

@@ -38,7 +38,6 @@ from __future__ import annotations
 import _thread
 import contextlib
 import fnmatch
-import hashlib
 import multiprocessing.connection as _mpc
 import multiprocessing.process as _mpp
 import multiprocessing.queues as _mpq
@@ -46,10 +45,10 @@ import multiprocessing.spawn as _mps
 import os
 import socket
 import sys
-import sysconfig
 import threading
 import types
 import weakref
+import zlib
 from collections.abc import Callable, Iterable
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -74,8 +73,9 @@ _SKIP_FILES = frozenset(
     os.path.join(_MP_DIR, f) for f in ("queues.py", "context.py", "connection.py")
 ) | {__file__}
 _MPFAULT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-_STDLIB = sysconfig.get_paths().get("stdlib", "") + os.sep
-_PURELIB = sysconfig.get_paths().get("purelib", "") + os.sep
+#: the standard library's and site-packages' directories (``_display``), found at the
+#: first use: ``sysconfig`` costs a child ~2 ms to import
+_BASES: tuple[str, ...] = ()
 
 
 class Config:
@@ -285,8 +285,18 @@ def _close_pending() -> None:
 # -- sites and names -------------------------------------------------------------------
 
 
+def _bases() -> tuple[str, ...]:
+    global _BASES
+    if not _BASES:
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        _BASES = tuple(paths.get(k, "") + os.sep for k in ("stdlib", "purelib"))
+    return _BASES
+
+
 def _display(path: str) -> str:
-    for base in (_STDLIB, _PURELIB):
+    for base in _bases():
         if base != os.sep and path.startswith(base):
             return path[len(base) :]
     try:
@@ -728,16 +738,16 @@ def _start_method(orig: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def stack_address(run_dir: str, pid: int) -> str:
-    """The (abstract) socket address an adopted process answers stack requests on."""
-    token = hashlib.sha1(run_dir.encode()).hexdigest()[:12]
+    """The (abstract) socket address an adopted process answers stack requests on: the
+    run directory's name and a checksum of its path (not ``hashlib``: ~6 ms for a
+    child to import), and the pid."""
+    token = f"{os.path.basename(run_dir)}-{zlib.crc32(run_dir.encode()):08x}"
     return f"\0mpfault-{token}-{pid}"
 
 
 def _serve(sock: socket.socket, controller: int) -> None:
     """Answer stack requests; end this process when the test process is gone."""
     import select
-
-    from .stacks import format_stacks
 
     try:
         pidfd = os.pidfd_open(controller)
@@ -760,7 +770,13 @@ def _serve(sock: socket.socket, controller: int) -> None:
         try:
             conn.settimeout(5.0)
             if conn.recv(16) == _STACK_REQ:
-                conn.sendall(format_stacks().encode("utf-8", "replace"))
+                try:  # imported at the first request, not at the start (~1 ms)
+                    from .stacks import format_stacks
+
+                    text = format_stacks()
+                except Exception as e:  # pragma: no cover - the thread keeps serving
+                    text = f"(no stacks: {type(e).__name__}: {e})\n"
+                conn.sendall(text.encode("utf-8", "replace"))
         except OSError:  # pragma: no cover
             pass
         finally:
@@ -869,9 +885,10 @@ def install(config: Config, on_start: Callable[[Any], None] | None = None) -> No
     _register(conn, _reduce_conn)
     _set(_mpc, "Pipe", _pipe_function(_mpc.Pipe))
     _set(_mps, "get_preparation_data", _prep_function(_mps.get_preparation_data))
-    import multiprocessing.pool as _mppool
+    if on_start is not None:  # the test process: it finishes the pools (``pools()``)
+        import multiprocessing.pool as _mppool  # not in a spawned child: ~6 ms
 
-    _set(_mppool.Pool, "__init__", _pool_init(_mppool.Pool.__dict__["__init__"]))
+        _set(_mppool.Pool, "__init__", _pool_init(_mppool.Pool.__dict__["__init__"]))
     bp = _mpp.BaseProcess
     _set(bp, "start", _start_method(bp.__dict__["start"]))
     _set(bp, "_bootstrap", _bootstrap_method(bp.__dict__["_bootstrap"]))

@@ -127,7 +127,7 @@ def preload_forkserver(ctx: BaseContext) -> None:
     The queue wrapper too (with the fault plans and the event log): a child given a
     harness queue would import them otherwise, every one of them; and the
     instrumentation, which every child of an instrumented test installs (~10 ms a child
-    with bytecode caches, ~15 ms without: ``PYTHONDONTWRITEBYTECODE``).
+    with bytecode caches, ~40 ms without: ``PYTHONDONTWRITEBYTECODE``).
     """
     global _PRELOADED
     if not _PRELOADED:

@@ -394,4 +394,4 @@ def test_an_instrumented_child_loads_only_the_runtime(tmp_path: Any, method: str
     runtime |= {"mpfault._runtime.fqueue", "mpfault._runtime.instrument"}
     runtime |= {"mpfault._runtime.layout", "mpfault._runtime.state", "mmap"}
     assert extra - runtime == set(), sorted(extra - runtime)
-    assert method == "forkserver" or "mpfault._runtime.instrument" in extra  # it did run
+    assert "mpfault._runtime.instrument" in extra  # the child was instrumented
